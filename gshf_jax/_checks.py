@@ -1,0 +1,57 @@
+"""Argument checks shared by the gshf_jax modules.
+
+Checks run on concrete values only: inside `jax.jit` or `jax.vmap` a traced argument cannot be inspected,
+so its value check is skipped (shape checks always run, shapes are static).
+"""
+
+import jax
+import numpy as np
+
+
+def concrete(value):
+  """`value` as a NumPy array, or None when it is a tracer (inside jit/vmap)."""
+  try:
+    return np.asarray(value)
+  except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+    return None
+
+
+def check_positive(name, value):
+  """Raise ValueError unless every entry of `value` is a finite number > 0."""
+  v = concrete(value)
+  if v is not None and not (np.all(v > 0) and np.all(np.isfinite(v))):
+    raise ValueError(f"{name} must be a finite number > 0, got {v.tolist()!r}")
+
+
+def check_in_range(name, value, low, high):
+  """Raise ValueError unless low <= value <= high entrywise."""
+  v = concrete(value)
+  if v is not None and not np.all((v >= low) & (v <= high)):
+    raise ValueError(f"{name} must lie in [{low}, {high}], got {v.tolist()!r}")
+
+
+def check_positive_int(name, value):
+  """Raise ValueError unless `value` is a Python/NumPy integer >= 1 (static, never traced)."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def check_same_last_axis(*named):
+  """`named` = (name, array, name, array, ...): shapes broadcast and share the last axis length."""
+  names, arrays = named[0::2], named[1::2]
+  shapes = [np.shape(a) for a in arrays]
+  described = ", ".join(f"{n} {s}" for n, s in zip(names, shapes))
+  if any(len(s) == 0 for s in shapes) or len({s[-1] for s in shapes}) != 1:
+    raise ValueError(f"{', '.join(names)} must share their last (action) axis; got shapes {described}")
+  try:
+    np.broadcast_shapes(*shapes)
+  except ValueError:
+    raise ValueError(f"shapes of {', '.join(names)} do not broadcast: {described}") from None
+
+
+def check_shape(name, array, shape):
+  """Raise ValueError unless np.shape(array) == shape (None in `shape` matches any length)."""
+  actual = np.shape(array)
+  if len(actual) != len(shape) or any(s is not None and s != a for s, a in zip(shape, actual)):
+    expected = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+    raise ValueError(f"{name} must have shape {expected}, got {list(actual)}")

@@ -1,0 +1,159 @@
+"""The KL-regularized two-player preference game of Nash learning from human feedback (NLHF).
+
+For a general preference pref[a1, a2] = P(a1 beats a2) with pref + pref^T = 1, the game is
+
+  J(pi1, pi2) = E_x[ pi1^T P pi2 - eta KL(pi1 || pi0) + eta KL(pi2 || pi0) ],
+
+pi1 maximizes, pi2 minimizes. It is symmetric and has a unique Nash equilibrium (pi*, pi*),
+pi* ∝ pi0 exp(P pi* / eta) (Ye et al. 2024, reference/nlhf_general_preference_abstract.txt; Munos et al.
+2023). Per context: `ref_logp [..., K]`, `pref [..., K, K]`; the context average E_x is uniform over the
+leading axes, or weighted by `context_probs [X]` over the first axis when given.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gshf_jax import _checks
+from gshf_jax.gibbs import kl
+
+
+def _check_game(ref_logp, pref, eta, *logps):
+  _checks.check_positive("eta", eta)
+  shape = np.shape(pref)
+  if len(shape) < 2 or shape[-1] != shape[-2]:
+    raise ValueError(f"pref must have shape [..., K, K], got {list(shape)}")
+  named = [("ref_logp", ref_logp)] + [(f"logp{i + 1}" if len(logps) > 1 else "logp", lp)
+                                      for i, lp in enumerate(logps)]
+  for name, array in named:
+    if np.ndim(array) == 0 or np.shape(array)[-1] != shape[-1]:
+      raise ValueError(f"{name} must have shape [..., {shape[-1]}] to match pref {list(shape)}, "
+                       f"got {list(np.shape(array))}")
+  p = _checks.concrete(pref)
+  if p is not None:
+    if not np.all((p >= 0) & (p <= 1)):
+      raise ValueError("pref entries must be probabilities in [0, 1]")
+    atol = 10 * np.finfo(p.dtype).eps if np.issubdtype(p.dtype, np.floating) else 0
+    if not np.allclose(p + np.swapaxes(p, -1, -2), 1.0, rtol=0, atol=max(atol, 1e-6)):
+      raise ValueError("pref must satisfy pref[a1, a2] + pref[a2, a1] = 1 (within 1e-6)")
+
+
+def _context_mean(values, context_probs):
+  if context_probs is None:
+    return jnp.mean(values)
+  if np.ndim(values) == 0 or np.shape(context_probs) != np.shape(values)[:1]:
+    raise ValueError(f"context_probs must have shape [X] = {list(np.shape(values)[:1])} (the first "
+                     f"context axis), got {list(np.shape(context_probs))}")
+  return jnp.tensordot(jnp.asarray(context_probs, values.dtype), values, axes=1).mean()
+
+
+def _preferred_over(pref, logp):
+  """(P pi)(a) = P(a beats a' ~ pi), shape [..., K]."""
+  return jnp.einsum("...ab,...b->...a", pref, jnp.exp(logp))
+
+
+def game_value(logp1, logp2, ref_logp, pref, eta, *, context_probs=None):
+  """J(pi1, pi2) = E_x[pi1^T P pi2 - eta KL(pi1 || pi0) + eta KL(pi2 || pi0)].
+
+  Args:
+    logp1, logp2: [..., K] the max- and min-player's policies.
+    ref_logp: [..., K] log pi0.
+    pref: [..., K, K].
+    eta: > 0.
+    context_probs: optional [X] weights over the first axis.
+
+  Returns:
+    scalar game value.
+  """
+  _check_game(ref_logp, pref, eta, logp1, logp2)
+  pref = jnp.asarray(pref)
+  payoff = jnp.sum(jnp.exp(logp1) * _preferred_over(pref, logp2), axis=-1)
+  per_context = payoff - eta * kl(logp1, ref_logp) + eta * kl(logp2, ref_logp)
+  return _context_mean(per_context, context_probs)
+
+
+def best_response(logp_opponent, ref_logp, pref, eta):
+  """argmax_{pi1} J(pi1, pi_opp) = log_softmax(ref_logp + P pi_opp / eta) (Definition 2.2 with reward
+  P pi_opp). As P^T = 1 - P, the min-player's best response to pi_opp is the same policy.
+
+  Returns:
+    [..., K] log-probabilities.
+  """
+  _check_game(ref_logp, pref, eta, logp_opponent)
+  return jax.nn.log_softmax(ref_logp + _preferred_over(jnp.asarray(pref), logp_opponent) / eta, axis=-1)
+
+
+def duality_gap(logp, ref_logp, pref, eta, *, context_probs=None, per_context=False):
+  """max_{pi1} J(pi1, pi) - min_{pi2} J(pi, pi2), zero exactly at the Nash equilibrium.
+
+  Closed form: since pi^T P pi = 1/2, Lemma 2.4 gives max_{pi1} J(pi1, pi) = 1/2 + eta KL(pi || BR(pi))
+  and min_{pi2} J(pi, pi2) = 1/2 - eta KL(pi || BR(pi)), BR = best_response; so the gap per context is
+  2 eta KL(pi || BR(pi)).
+
+  Args:
+    logp: [..., K] the policy.
+    ref_logp, pref, eta, context_probs: as in game_value.
+    per_context: return the [...] per-context gaps instead of their average.
+
+  Returns:
+    scalar gap (or [...] when per_context).
+  """
+  gaps = 2.0 * eta * kl(logp, best_response(logp, ref_logp, pref, eta))
+  return gaps if per_context else _context_mean(gaps, context_probs)
+
+
+def default_nash_tol(dtype):
+  """Default duality-gap tolerance of nash_equilibrium: 1e-10 in float64, 1e-6 in float32."""
+  return 1e-10 if jnp.finfo(dtype).bits >= 64 else 1e-6
+
+
+def nash_equilibrium(ref_logp, pref, eta, *, tol=None, max_iter=100_000):
+  """The symmetric Nash equilibrium pi* ∝ pi0 exp(P pi* / eta) of the KL-regularized game.
+
+  Predictive-update extragradient for entropy-regularized matrix games (Cen, Wei & Chi 2021), run on the
+  symmetric game with one policy (both players' iterates coincide by symmetry), step alpha = 1/(eta + 1):
+
+    pi_bar  ∝ pi_t^(1 - alpha eta) pi0^(alpha eta) exp(alpha P pi_t)
+    pi_t+1  ∝ pi_t^(1 - alpha eta) pi0^(alpha eta) exp(alpha P pi_bar)
+
+  KL(pi* || pi_t) contracts by at least 1/(1 + eta) per step (their Theorem 1, with ||P - 1/2||_max <=
+  1/2), so it converges for every eta > 0, at a rate that slows as eta -> 0 (where the plain
+  best-response iteration cycles). Stops when every context's duality gap is <= tol.
+
+  Args:
+    ref_logp: [..., K] log pi0.
+    pref: [..., K, K].
+    eta: > 0.
+    tol: duality-gap tolerance (default 1e-10 in float64, 1e-6 in float32).
+    max_iter: maximum iterations (static).
+
+  Returns:
+    (logp [..., K], gap): the policy and its context-averaged duality gap.
+  """
+  _check_game(ref_logp, pref, eta)
+  _checks.check_positive_int("max_iter", max_iter)
+  ref_logp = jnp.asarray(ref_logp)
+  pref = jnp.asarray(pref, ref_logp.dtype)
+  tol = default_nash_tol(ref_logp.dtype) if tol is None else tol
+  alpha = 1.0 / (eta + 1.0)
+  keep = 1.0 - alpha * eta
+
+  def mirror_step(logp, logp_play):
+    return jax.nn.log_softmax(keep * logp + alpha * eta * ref_logp
+                              + alpha * _preferred_over(pref, logp_play), axis=-1)
+
+  def gap_of(logp):
+    return jnp.max(duality_gap(logp, ref_logp, pref, eta, per_context=True))
+
+  def step(state):
+    logp, it, _ = state
+    new = mirror_step(logp, mirror_step(logp, logp))
+    return new, it + 1, gap_of(new)
+
+  def keep_going(state):
+    _, it, gap = state
+    return (gap > tol) & (it < max_iter)
+
+  start = jax.nn.log_softmax(ref_logp, axis=-1)
+  logp, _, _ = jax.lax.while_loop(keep_going, step, (start, jnp.int32(0), gap_of(start)))
+  return logp, duality_gap(logp, ref_logp, pref, eta)
