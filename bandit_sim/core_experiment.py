@@ -1,0 +1,195 @@
+"""The `core` experiment: the statistical claims the gshf_jax core rests on, measured on random linear
+Bradley-Terry instances (Section 2.2-2.3, Lemma G.3, Appendix E.2, Section 5.2, NLHF).
+
+Each check returns a dict of numbers and a one-line verdict; nothing here is asserted, only reported.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gshf_jax as g
+
+
+def random_bt_data(key, n, d, theta_star):
+  """n comparisons: phi1, phi2 uniform-ish in the unit ball, y ~ Bernoulli(sigmoid(<theta*, dphi>))."""
+  k1, k2 = jax.random.split(key)
+  phi = jax.random.normal(k1, (2, n, d))
+  phi = phi / jnp.maximum(1.0, jnp.linalg.norm(phi, axis=-1, keepdims=True))
+  dphi = phi[0] - phi[1]
+  y = jax.random.bernoulli(k2, jax.nn.sigmoid(dphi @ theta_star)).astype(dphi.dtype)
+  return dphi, y
+
+
+def mle_errors(key, sizes, *, seeds, dim, bound, lam):
+  """Per seed and n: ||theta_MLE - theta*||_2 and ||theta_MLE - theta*||_{Sigma_D} (Eq. (3), Lemma G.3)."""
+
+  def one(key, n):
+    k_theta, k_data = jax.random.split(key)
+    theta_star = jax.random.normal(k_theta, (dim,))
+    theta_star = theta_star / jnp.linalg.norm(theta_star)  # ||theta*|| = 1 <= bound
+    dphi, y = random_bt_data(k_data, n, dim, theta_star)
+    info = g.bt_mle(dphi, y, bound, return_info=True)
+    err = info.theta - theta_star
+    sigma_norm = jnp.sqrt(err @ g.covariance(dphi, lam) @ err)
+    return jnp.linalg.norm(err), sigma_norm, info.converged
+
+  keys = jax.random.split(key, seeds)
+  out = [jax.jit(jax.vmap(lambda k: one(k, n)))(keys) for n in sizes]
+  l2, sigma, converged = (np.stack([np.asarray(o[i]) for o in out]) for i in range(3))
+  return l2, sigma, converged  # each [len(sizes), seeds]
+
+
+def log_log_slope(sizes, errors, rng, resamples=1000):
+  """Least-squares slope of log mean error on log n, with a 95% bootstrap interval over seeds."""
+  x = np.log(sizes)
+  slope = np.polyfit(x, np.log(errors.mean(1)), 1)[0]
+  boot = []
+  for _ in range(resamples):
+    idx = rng.integers(0, errors.shape[1], errors.shape[1])
+    boot.append(np.polyfit(x, np.log(errors[:, idx].mean(1)), 1)[0])
+  return float(slope), [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+
+
+def check_mle(key, *, seeds, quick):
+  dim, bound, lam, delta = 4, 2.0, 1.0, 0.05
+  sizes = np.array([100, 400, 1600] if quick else [100, 400, 1600, 6400])
+  l2, sigma, converged = mle_errors(key, sizes, seeds=seeds, dim=dim, bound=bound, lam=lam)
+  slope, interval = log_log_slope(sizes, l2, np.random.default_rng(0))
+  # The smallest n is pre-asymptotic (higher-order terms of the MLE error); the rate is fitted without it.
+  tail_slope, tail_interval = log_log_slope(sizes[1:], l2[1:], np.random.default_rng(1))
+  beta = float(g.confidence_radius(dim, delta, bound, lam))
+  coverage = (sigma <= beta).mean(1)
+  return {
+      "sizes": sizes.tolist(), "seeds": seeds, "dim": dim, "bound": bound, "lam": lam, "delta": delta,
+      "mean_l2_error": l2.mean(1).tolist(), "slope_all_n": slope, "slope_all_n_ci95": interval,
+      "slope": tail_slope, "slope_ci95": tail_interval,
+      "all_converged": bool(converged.all()),
+      "beta_C1": beta, "coverage": coverage.tolist(),
+      "median_sigma_error_over_beta": np.median(sigma / beta, axis=1).tolist(),
+  }, l2
+
+
+def check_rejection(key, *, quick):
+  """Appendix E.2: one-step vs multi-step acceptance (exact), at eta = 0.1."""
+  eta, eps = 0.1, 1e-12
+  gap_one_step = float(g.acceptance_rate(jnp.log(jnp.array([1 - eps, eps])), jnp.array([0.0, 1.0]), eta))
+  x, k = (50, 16) if quick else (200, 32)
+  k1, k2 = jax.random.split(key)
+  ref = jax.nn.log_softmax(jax.random.normal(k1, (x, k)) * 2, axis=-1)
+  reward = jax.random.uniform(k2, (x, k))  # range <= 1
+  num_steps = math.ceil(1 / eta) + 1
+  step_rates, previous, inv_prev = [], ref, 0.0
+  for eta_i in np.asarray(g.multistep_etas(eta, num_steps)):
+    step_rates.append(np.asarray(g.acceptance_rate(previous, reward, 1 / (1 / eta_i - inv_prev))))
+    previous, inv_prev = g.gibbs_logprobs(ref, reward, eta_i), 1 / eta_i
+  step_rates = np.stack(step_rates)
+  return {
+      "eta": eta, "gap1_one_step_acceptance": gap_one_step, "exp_minus_10": math.exp(-10),
+      "contexts": x, "actions": k, "num_steps": num_steps,
+      "mean_one_step_acceptance": float(np.mean(g.acceptance_rate(ref, reward, eta))),
+      "min_per_step_acceptance": float(step_rates.min()), "exp_minus_1": math.exp(-1),
+  }
+
+
+def check_best_of_n(key, *, quick):
+  """Section 5.2: exact KL(best-of-n || pi) against log n - (n-1)/n, and the reward gained."""
+  x, k = (50, 16) if quick else (200, 32)
+  k1, k2 = jax.random.split(key)
+  logp = jax.nn.log_softmax(jax.random.normal(k1, (x, k)), axis=-1)
+  reward = jax.random.normal(k2, (x, k))
+  ns = [1, 2, 4, 8, 16, 32]
+  kls, gains = [], []
+  for n in ns:
+    bon = g.best_of_n_logprobs(logp, reward, n)
+    kls.append(np.asarray(g.kl(bon, logp)))
+    gains.append(float(jnp.mean(jnp.sum((jnp.exp(bon) - jnp.exp(logp)) * reward, -1))))
+  kls = np.stack(kls)
+  bounds = [float(g.best_of_n_kl_bound(n)) for n in ns]
+  return {
+      "n": ns, "mean_kl": kls.mean(1).tolist(), "max_kl": kls.max(1).tolist(), "bound": bounds,
+      "bound_holds": bool(np.all(kls.max(1) <= np.array(bounds) + 1e-12)),
+      "mean_reward_gain": gains,
+  }
+
+
+def check_nash(key, *, quick):
+  """NLHF: duality gap reached by nash_equilibrium on random intransitive games, and KL(pi* || pi0)."""
+  x, k = (8, 6) if quick else (32, 8)
+  k1, k2 = jax.random.split(key)
+  s = jax.random.normal(k1, (x, k, k)) * 2
+  pref = jax.nn.sigmoid(s - jnp.swapaxes(s, -1, -2))
+  ref = jax.nn.log_softmax(jax.random.normal(k2, (x, k)), axis=-1)
+  rows = []
+  for eta in (0.01, 0.1, 1.0, 10.0):
+    logp, gap = g.nash_equilibrium(ref, pref, eta)
+    worst = float(jnp.max(g.duality_gap(logp, ref, pref, eta, per_context=True)))
+    rows.append({"eta": eta, "mean_gap": float(gap), "max_gap": worst,
+                 "mean_kl_to_ref": float(jnp.mean(g.kl(logp, ref)))})
+  return {"contexts": x, "actions": k, "rows": rows}
+
+
+def run(key, *, seeds, quick, progress):
+  """Runs every check; returns (results dict, claims list, {filename: figure})."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  keys = jax.random.split(key, 4)
+  results, claims = {}, []
+
+  progress("core: BT MLE rate and confidence radius")
+  mle, l2 = check_mle(keys[0], seeds=seeds, quick=quick)
+  results["mle"] = mle
+  lo, hi = mle["slope_ci95"]
+  claims.append(("MLE error ~ n^-1/2 (Lemma G.3)",
+                 f"slope over n >= {mle['sizes'][1]}: {mle['slope']:.3f}, 95% CI [{lo:.3f}, {hi:.3f}] "
+                 f"(all n: {mle['slope_all_n']:.3f})",
+                 "consistent" if lo <= -0.5 <= hi else "NOT consistent with -0.5"))
+  claims.append(("‖theta_MLE - theta*‖_Sigma <= beta with C = 1, delta = 0.05",
+                 "coverage " + ", ".join(f"{c:.3f}" for c in mle["coverage"]) +
+                 "; median ratio to beta " + ", ".join(f"{r:.3f}" for r in mle["median_sigma_error_over_beta"]),
+                 "holds" if min(mle["coverage"]) >= 0.95 else "fails at C = 1"))
+
+  progress("core: rejection sampling acceptance")
+  rej = check_rejection(keys[1], quick=quick)
+  results["rejection"] = rej
+  claims.append(("one-step acceptance, reward gap 1, eta 0.1 ~ 4.5e-5 (Appendix E.2)",
+                 f"{rej['gap1_one_step_acceptance']:.3e}", "matches exp(-10)" if abs(
+                     rej["gap1_one_step_acceptance"] / rej["exp_minus_10"] - 1) < 1e-3 else "differs"))
+  claims.append((f"{rej['num_steps']}-step path: every step accepts >= exp(-1)",
+                 f"min per-step {rej['min_per_step_acceptance']:.3f} vs one-step mean "
+                 f"{rej['mean_one_step_acceptance']:.2e}",
+                 "holds" if rej["min_per_step_acceptance"] >= rej["exp_minus_1"] else "fails"))
+
+  progress("core: best-of-n")
+  bon = check_best_of_n(keys[2], quick=quick)
+  results["best_of_n"] = bon
+  claims.append(("KL(best-of-n ‖ pi) <= log n - (n-1)/n (Section 5.2)",
+                 "max KL / bound at n=32: " + f"{bon['max_kl'][-1]:.3f} / {bon['bound'][-1]:.3f}",
+                 "holds" if bon["bound_holds"] else "fails"))
+
+  progress("core: Nash equilibrium")
+  nash = check_nash(keys[3], quick=quick)
+  results["nash"] = nash
+  worst = max(r["max_gap"] for r in nash["rows"])
+  claims.append(("Nash solver reaches duality gap <= 1e-10 for eta in {0.01, 0.1, 1, 10}",
+                 f"worst per-context gap {worst:.1e}", "holds" if worst <= 1e-10 else "fails"))
+
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  sizes = np.array(mle["sizes"])
+  axes[0].loglog(sizes, l2.mean(1), "o-", label="mean ||theta_MLE - theta*||")
+  axes[0].loglog(sizes, l2.mean(1)[0] * np.sqrt(sizes[0] / sizes), "--", label="n^-1/2 reference")
+  axes[0].set_xlabel("comparisons n")
+  axes[0].set_title(f"BT MLE error (slope {mle['slope']:.2f})")
+  axes[0].legend()
+  axes[1].plot(bon["n"], bon["bound"], "k--", label="log n - (n-1)/n")
+  axes[1].plot(bon["n"], bon["max_kl"], "o-", label="max KL over contexts")
+  axes[1].plot(bon["n"], bon["mean_kl"], "s-", label="mean KL")
+  axes[1].set_xscale("log", base=2)
+  axes[1].set_xlabel("n")
+  axes[1].set_title("KL(best-of-n || pi)")
+  axes[1].legend()
+  return results, claims, {"core.png": fig}

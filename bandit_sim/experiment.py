@@ -1,0 +1,76 @@
+"""Command line: `python -m bandit_sim.experiment [NAME] [--seeds N] [--out DIR] [--quick] [--quiet]`.
+
+With no NAME every experiment runs at its default settings; results land in DIR (default `results/`):
+`summary.md` (a table of each claim and what was measured), `summary.json` (every number) and PNG plots,
+all written atomically. Computation is in float64.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+from bandit_sim import core_experiment, io
+
+EXPERIMENTS = {"core": core_experiment.run}
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(prog="python -m bandit_sim.experiment", description=__doc__.split("\n")[0])
+  parser.add_argument("name", nargs="?", choices=sorted(EXPERIMENTS), help="one experiment (default: all)")
+  parser.add_argument("--seeds", type=int, default=200, help="random instances per setting (default 200)")
+  parser.add_argument("--out", default="results", help="output folder (default results/)")
+  parser.add_argument("--quick", action="store_true", help="small settings, for smoke tests")
+  parser.add_argument("--quiet", action="store_true", help="no progress output")
+  parser.add_argument("--seed", type=int, default=0, help="master PRNG seed (default 0)")
+  args = parser.parse_args(argv)
+  if args.seeds < 2:
+    parser.error(f"--seeds must be an integer >= 2, got {args.seeds}")
+  return args
+
+
+def summary_markdown(name_to_claims, settings):
+  lines = ["# bandit_sim results", "", f"Settings: `{json.dumps(settings, sort_keys=True)}`", "",
+           "| experiment | claim | measured | verdict |", "| --- | --- | --- | --- |"]
+  for name, claims in name_to_claims.items():
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in (name, claim, measured, verdict)) + " |"
+              for claim, measured, verdict in claims]
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+  import jax
+  jax.config.update("jax_enable_x64", True)
+  from tqdm import tqdm
+
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  names = [args.name] if args.name else list(EXPERIMENTS)
+  bar = tqdm(total=len(names), disable=args.quiet, desc="experiments")
+  progress = (lambda msg: None) if args.quiet else bar.set_postfix_str
+  settings = {"seeds": args.seeds, "quick": args.quick, "seed": args.seed, "device": jax.devices()[0].device_kind,
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+  results, claims = {"settings": settings}, {}
+  key = jax.random.key(args.seed)
+  for name in names:
+    start = time.perf_counter()
+    out, name_claims, figures = EXPERIMENTS[name](jax.random.fold_in(key, len(claims)), seeds=args.seeds,
+                                                  quick=args.quick, progress=progress)
+    out["seconds"] = round(time.perf_counter() - start, 2)
+    results[name], claims[name] = out, name_claims
+    for filename, fig in figures.items():
+      io.save_figure_atomic(fig, os.path.join(args.out, filename))
+    bar.update()
+  bar.close()
+  io.write_json_atomic(os.path.join(args.out, "summary.json"), results)
+  summary = summary_markdown(claims, settings)
+  io.write_atomic(os.path.join(args.out, "summary.md"), summary.encode())
+  if not args.quiet:
+    print(summary)
+    print(f"wrote {os.path.join(args.out, 'summary.md')}, summary.json and plots")
+  return results
+
+
+if __name__ == "__main__":
+  main()

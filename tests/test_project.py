@@ -1,0 +1,42 @@
+"""The project's promises: the README's commands are what CI runs, and the main job's CLI works."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+
+from bandit_sim import experiment
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TEST_COMMAND = 'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" && python -m pytest'
+MAIN_COMMAND = 'python3 -m venv .venv && . .venv/bin/activate && pip install -e . && python -m bandit_sim.experiment'
+
+
+def test_readme_commands_are_the_ones_ci_runs():
+  readme = (ROOT / "README.md").read_text()
+  ci = (ROOT / ".ci" / "run").read_text()
+  assert TEST_COMMAND in readme and MAIN_COMMAND in readme
+  assert TEST_COMMAND in ci.splitlines()
+  assert "set -euo pipefail" in ci
+
+
+def test_experiment_cli_writes_complete_results(tmp_path):
+  results = experiment.main(["--quick", "--seeds", "8", "--out", str(tmp_path), "--quiet"])
+  files = sorted(os.listdir(tmp_path))
+  assert files == ["core.png", "summary.json", "summary.md"]  # no temporary files left behind
+  saved = json.loads((tmp_path / "summary.json").read_text())
+  assert saved["core"]["mle"]["sizes"] == results["core"]["mle"]["sizes"]
+  assert np.all(np.isfinite(saved["core"]["mle"]["mean_l2_error"]))
+  assert saved["core"]["best_of_n"]["bound_holds"]
+  table = (tmp_path / "summary.md").read_text()
+  assert table.count("\n| core |") == 6
+
+
+def test_experiment_cli_rejects_bad_arguments():
+  for args in (["--seeds", "1"], ["nonexistent"]):
+    proc = subprocess.run([sys.executable, "-m", "bandit_sim.experiment", *args], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "--seeds" in proc.stderr or "invalid choice" in proc.stderr
