@@ -1,7 +1,8 @@
 """Argument checks shared by the gshf_jax modules.
 
 Checks run on concrete values only: inside `jax.jit` or `jax.vmap` a traced argument cannot be inspected,
-so its value check is skipped (shape checks always run, shapes are static).
+so its value check is skipped (shape checks always run, shapes are static). Concrete arrays are copied
+to the host to be checked; jit the caller to avoid that copy on large inputs.
 """
 
 import jax

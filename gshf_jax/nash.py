@@ -23,9 +23,8 @@ def _check_game(ref_logp, pref, eta, *logps):
   shape = np.shape(pref)
   if len(shape) < 2 or shape[-1] != shape[-2]:
     raise ValueError(f"pref must have shape [..., K, K], got {list(shape)}")
-  named = [("ref_logp", ref_logp)] + [(f"logp{i + 1}" if len(logps) > 1 else "logp", lp)
-                                      for i, lp in enumerate(logps)]
-  for name, array in named:
+  names = ["logp"] if len(logps) == 1 else [f"logp{i + 1}" for i in range(len(logps))]
+  for name, array in zip(["ref_logp", *names], [ref_logp, *logps]):
     if np.ndim(array) == 0 or np.shape(array)[-1] != shape[-1]:
       raise ValueError(f"{name} must have shape [..., {shape[-1]}] to match pref {list(shape)}, "
                        f"got {list(np.shape(array))}")
@@ -33,9 +32,8 @@ def _check_game(ref_logp, pref, eta, *logps):
   if p is not None:
     if not np.all((p >= 0) & (p <= 1)):
       raise ValueError("pref entries must be probabilities in [0, 1]")
-    atol = 10 * np.finfo(p.dtype).eps if np.issubdtype(p.dtype, np.floating) else 0
-    if not np.allclose(p + np.swapaxes(p, -1, -2), 1.0, rtol=0, atol=max(atol, 1e-6)):
-      raise ValueError("pref must satisfy pref[a1, a2] + pref[a2, a1] = 1 (within 1e-6)")
+    if not np.allclose(p + np.swapaxes(p, -1, -2), 1.0, rtol=0, atol=1e-5):
+      raise ValueError("pref must satisfy pref[a1, a2] + pref[a2, a1] = 1 (within 1e-5)")
 
 
 def _context_mean(values, context_probs):

@@ -85,11 +85,10 @@ def _ball_quadratic_minimizer(hess, b, bound):
 
   def newton(_, mu):
     c = coords(mu)
-    norm = jnp.linalg.norm(c)
-    dnorm = -jnp.sum(c ** 2 / (evals + mu)) / jnp.maximum(norm, jnp.finfo(dtype).tiny)
-    phi = 1.0 / jnp.maximum(norm, jnp.finfo(dtype).tiny) - 1.0 / bound
-    dphi = -dnorm / jnp.maximum(norm, jnp.finfo(dtype).tiny) ** 2
-    return jnp.where(phi < 0, mu - phi / dphi, mu)
+    norm = jnp.maximum(jnp.linalg.norm(c), jnp.finfo(dtype).tiny)
+    phi = 1.0 / norm - 1.0 / bound  # < 0 while z(mu) lies outside the ball
+    dphi_dmu = jnp.sum(c ** 2 / (evals + mu)) / norm ** 3
+    return jnp.where(phi < 0, mu - phi / dphi_dmu, mu)
 
   mu = jax.lax.fori_loop(0, 60, newton, jnp.zeros((), dtype))
   return project_to_ball(evecs @ coords(mu), bound)

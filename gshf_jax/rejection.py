@@ -14,9 +14,11 @@ def _check_candidates(rewards, valid, num_samples):
   _checks.check_shape("rewards", rewards, (None,))
   if valid is not None:
     _checks.check_shape("valid", valid, rewards.shape)
-  num_valid = rewards.shape[0] if valid is None else _checks.concrete(valid)
-  if num_valid is not None and not isinstance(num_valid, int):
-    num_valid = int(np.sum(num_valid))
+  if valid is None:
+    num_valid = rewards.shape[0]
+  else:
+    concrete_valid = _checks.concrete(valid)
+    num_valid = None if concrete_valid is None else int(np.sum(concrete_valid))
   if num_valid is not None and num_samples > num_valid:
     raise ValueError(
         f"num_samples={num_samples} exceeds the {num_valid} valid candidates; "

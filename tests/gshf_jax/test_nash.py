@@ -1,10 +1,12 @@
 """The KL-regularized preference game: closed-form duality gap against brute force, convergence of the
 Nash solver for small and large eta, the fixed-point equation, and the eta -> infinity limit."""
 
+import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given
 
 from gshf_jax import best_response, duality_gap, game_value, kl, nash_equilibrium
 
@@ -90,3 +92,16 @@ def test_nash_float32_and_jit():
   solve = jax.jit(nash_equilibrium, static_argnames=("max_iter",))
   logp, gap = solve(jnp.asarray(ref, jnp.float32), jnp.asarray(pref, jnp.float32), 0.05)
   assert logp.dtype == jnp.float32 and float(gap) <= 1e-5
+
+
+@given(seed=st.integers(0, 2**31), k=st.integers(2, 7), eta=st.floats(1e-3, 1e2))
+def test_duality_gap_is_nonnegative_and_best_response_is_optimal(seed, k, eta):
+  rng = np.random.default_rng(seed)
+  ref, pref = random_game(rng, 1, k)
+  pi = np.log(rng.dirichlet(np.ones(k), size=1))
+  gap = float(duality_gap(pi, ref, pref, eta))
+  assert gap >= -1e-12
+  other = np.log(rng.dirichlet(np.ones(k), size=1))
+  br = best_response(pi, ref, pref, eta)
+  scale = 1e-10 * (1 + eta)
+  assert float(game_value(other, pi, ref, pref, eta)) <= float(game_value(br, pi, ref, pref, eta)) + scale

@@ -195,6 +195,15 @@ def test_best_of_n_kl_below_bound(seed, k, n, ties):
   assert float(jnp.exp(bon) @ reward) >= float(np.exp(logp) @ reward) - 1e-12
 
 
+def test_best_of_n_float32_and_jit_over_n():
+  logp = jnp.log(jnp.array([0.1, 0.6, 0.3], jnp.float32))
+  reward = jnp.array([2.0, 0.0, 1.0], jnp.float32)
+  out = jax.jit(best_of_n_logprobs)(logp, reward, jnp.float32(3.0))
+  assert out.dtype == jnp.float32
+  # P(best) = 1 - 0.9^3; P(action 2) = 0.9^3 - 0.6^3; P(action 1) = 0.6^3.
+  np.testing.assert_allclose(jnp.exp(out), [1 - 0.9 ** 3, 0.6 ** 3, 0.9 ** 3 - 0.6 ** 3], rtol=1e-5)
+
+
 def test_best_of_n_kl_bound_values():
   assert best_of_n_kl_bound(1) == 0.0
   assert best_of_n_kl_bound(8) == pytest.approx(math.log(8) - 7 / 8)
