@@ -1,8 +1,9 @@
 """Command line: `python -m bandit_sim.experiment [NAME] [--seeds N] [--out DIR] [--quick] [--quiet]`.
 
-With no NAME every experiment runs at its default settings; results land in DIR (default `results/`):
-`summary.md` (a table of each claim and what was measured), `summary.json` (every number) and PNG plots,
-all written atomically. Computation is in float64.
+With no NAME every experiment runs. Each writes into DIR/NAME/ (DIR defaults to `results/`):
+`summary.md` (a table of each claim and what was measured), `summary.json` (every number) and PNG plots;
+a run of several experiments also writes DIR/summary.md with all their claims. Files are written
+atomically. Computation is in float64.
 """
 
 import argparse
@@ -12,9 +13,9 @@ import os
 import sys
 import time
 
-from bandit_sim import core_experiment, io
+from bandit_sim import core_experiment, io, offline_experiment
 
-EXPERIMENTS = {"core": core_experiment.run}
+EXPERIMENTS = {"core": core_experiment.run, "offline": offline_experiment.run}
 
 
 def parse_args(argv):
@@ -55,20 +56,23 @@ def main(argv=None):
   key = jax.random.key(args.seed)
   for name in names:
     start = time.perf_counter()
-    out, name_claims, figures = EXPERIMENTS[name](jax.random.fold_in(key, len(claims)), seeds=args.seeds,
-                                                  quick=args.quick, progress=progress)
+    out, name_claims, figures = EXPERIMENTS[name](jax.random.fold_in(key, list(EXPERIMENTS).index(name)),
+                                                  seeds=args.seeds, quick=args.quick, progress=progress)
     out["seconds"] = round(time.perf_counter() - start, 2)
     results[name], claims[name] = out, name_claims
+    folder = os.path.join(args.out, name)
     for filename, fig in figures.items():
-      io.save_figure_atomic(fig, os.path.join(args.out, filename))
+      io.save_figure_atomic(fig, os.path.join(folder, filename))
+    io.write_json_atomic(os.path.join(folder, "summary.json"), {"settings": settings, name: out})
+    io.write_atomic(os.path.join(folder, "summary.md"), summary_markdown({name: name_claims}, settings).encode())
     bar.update()
   bar.close()
-  io.write_json_atomic(os.path.join(args.out, "summary.json"), results)
   summary = summary_markdown(claims, settings)
-  io.write_atomic(os.path.join(args.out, "summary.md"), summary.encode())
+  if len(names) > 1:
+    io.write_atomic(os.path.join(args.out, "summary.md"), summary.encode())
   if not args.quiet:
     print(summary)
-    print(f"wrote {os.path.join(args.out, 'summary.md')}, summary.json and plots")
+    print(f"wrote {', '.join(os.path.join(args.out, n) for n in names)}")
   return results
 
 

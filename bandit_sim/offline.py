@@ -28,11 +28,11 @@ def reference_vector(env):
   return env.context_probs @ bandit.expected_features(env, env.ref_logp)
 
 
-def fit_offline(env, data, *, lam, nu=None):
-  """theta_MLE (Eq. (3)), Sigma_off and nu for a dataset."""
+def fit_offline(env, data, *, lam, nu=None, mask=None):
+  """theta_MLE (Eq. (3)), Sigma_off and nu for a dataset (rows with mask 0 left out)."""
   dphi = bandit.feature_differences(env, data)
-  theta = g.bt_mle(dphi, data.y, env.bound)
-  return OfflineFit(theta, g.covariance(dphi, lam), reference_vector(env) if nu is None else nu)
+  theta = g.bt_mle(dphi, data.y, env.bound, mask)
+  return OfflineFit(theta, g.covariance(dphi, lam, mask), reference_vector(env) if nu is None else nu)
 
 
 def uncertainty_bonus(env, fit):
@@ -71,7 +71,7 @@ class OptionOneResult(NamedTuple):
   num_iterations: jax.Array  # per start
 
 
-def solve_option_one(env, fit, beta, *, max_iter=300, tol=1e-9):
+def solve_option_one(env, fit, beta, *, max_iter=150, tol=1e-9):
   """Maximize Eq. (5) over ||theta|| <= B by projected gradient ascent with backtracking.
 
   Eq. (5) is concave in pi but not in theta, so three starts run in parallel (theta = 0, i.e. pi0;
@@ -79,8 +79,9 @@ def solve_option_one(env, fit, beta, *, max_iter=300, tol=1e-9):
   best final objective wins. Each run: step s doubles after an accepted step and halves until
   the sufficient-ascent test F(theta+) >= F(theta) + g.(theta+ - theta) - |theta+ - theta|^2 / (2 s)
   holds; it stops when the projected-gradient stationarity ||theta - P_B(theta + grad F)|| <= tol, or
-  the step no longer changes F (|dF| <= 1e-14 |F|; the objective has a kink where E phi(pi) = nu), or
-  after max_iter steps.
+  the step no longer changes F (|dF| <= 1e-14 |F|), or after max_iter steps. The returned stationarity
+  certifies the result only where F is smooth: F has a kink where E phi(pi) = nu, and for large beta
+  the maximizer sits on it (the gradient measure then stays large although no ascent step exists).
   """
   objective = lambda theta: option_one_objective(env, theta, fit, beta)
   value_and_grad = jax.value_and_grad(objective)
@@ -126,16 +127,20 @@ def solve_option_one(env, fit, beta, *, max_iter=300, tol=1e-9):
   return OptionOneResult(thetas[best], values[best], stats[best], iters)
 
 
-def offline_gshf(env, data, *, option, beta, lam, nu=None):
+def offline_gshf(env, data, *, option, beta, lam, nu=None, mask=None):
   """Algorithm 1 (offline GSHF). Returns the output policy's logp [X, K].
 
   option "II": Gibbs policy (Definition 2.2) of r_MLE - beta * Gamma, Gamma(x, a) = ||phi(x, a) -
     nu||_{Sigma_off^{-1}}; "I": argmax of Eq. (5) over the Gibbs class (solve_option_one); "mle": the
-    Gibbs policy of r_MLE, no pessimism. nu defaults to E_{d0}[phi(x, pi0)].
+    Gibbs policy of r_MLE, no pessimism. nu defaults to E_{d0}[phi(x, pi0)]; `mask` [n] drops rows.
   """
+  return policy_from_fit(env, fit_offline(env, data, lam=lam, nu=nu, mask=mask), option=option, beta=beta)
+
+
+def policy_from_fit(env, fit, *, option, beta):
+  """The output policy of Algorithm 1 for a given OfflineFit (see offline_gshf)."""
   if option not in OPTIONS:
     raise ValueError(f"option must be one of {OPTIONS}, got {option!r}")
-  fit = fit_offline(env, data, lam=lam, nu=nu)
   r_mle = bandit.rewards(env, fit.theta_mle)
   if option == "mle":
     return g.gibbs_logprobs(env.ref_logp, r_mle, env.eta)

@@ -25,14 +25,18 @@ def test_readme_commands_are_the_ones_ci_runs():
 
 def test_experiment_cli_writes_complete_results(tmp_path):
   results = experiment.main(["--quick", "--seeds", "8", "--out", str(tmp_path), "--quiet"])
-  files = sorted(os.listdir(tmp_path))
-  assert files == ["core.png", "summary.json", "summary.md"]  # no temporary files left behind
-  saved = json.loads((tmp_path / "summary.json").read_text())
+  assert sorted(os.listdir(tmp_path)) == ["core", "offline", "summary.md"]
+  assert sorted(os.listdir(tmp_path / "core")) == ["core.png", "summary.json", "summary.md"]  # no temp files
+  assert sorted(os.listdir(tmp_path / "offline")) == ["offline.png", "summary.json", "summary.md"]
+  saved = json.loads((tmp_path / "core" / "summary.json").read_text())
   assert saved["core"]["mle"]["sizes"] == results["core"]["mle"]["sizes"]
   assert np.all(np.isfinite(saved["core"]["mle"]["mean_l2_error"]))
   assert saved["core"]["best_of_n"]["bound_holds"]
+  offline = json.loads((tmp_path / "offline" / "summary.json").read_text())["offline"]
+  assert set(offline["coverage"]) == {"pi0", "covers_pi_star", "misses_pi_star"}
+  assert len(offline["theorem_3_1"]["pi0"]["per_seed"]["lhs_two"]) == 8
   table = (tmp_path / "summary.md").read_text()
-  assert table.count("\n| core |") == 6
+  assert table.count("\n| core |") == 6 and table.count("\n| offline |") >= 15
 
 
 def test_experiment_cli_rejects_bad_arguments():
