@@ -12,6 +12,7 @@ import optax
 
 import gshf_jax as g
 from bandit_sim import env as bandit
+from gshf_jax import ball
 
 OPTIONS = ("mle", "I", "II")
 
@@ -65,66 +66,91 @@ def option_one_objective(env, theta, fit, beta):
 
 
 class OptionOneResult(NamedTuple):
-  theta: jax.Array  # [d] the best start's final iterate
-  objective: jax.Array  # Eq. (5) there
-  stationarity: jax.Array  # ||theta - P_B(theta + grad)|| there
-  num_iterations: jax.Array  # per start
+  theta: jax.Array  # [d] the returned parameter, ||theta|| <= B
+  objective: jax.Array  # Eq. (5) at pi_theta
+  dual_bound: jax.Array  # min of the dual: >= Eq. (5) at every policy, so dual_bound - objective
+  #                        bounds how far the returned theta is from optimal
+  from_dual: jax.Array  # True when the dual's maximizer lies in the class (then it is the answer)
 
 
-def solve_option_one(env, fit, beta, *, max_iter=150, tol=1e-9):
-  """Maximize Eq. (5) over ||theta|| <= B by projected gradient ascent with backtracking.
+def option_one_dual(env, fit, beta, *, tol=None, max_iter=100):
+  """The convex dual of Eq. (5) over all policies.
 
-  Eq. (5) is concave in pi but not in theta, so three starts run in parallel (theta = 0, i.e. pi0;
-  theta_MLE, the plug-in; and theta_MLE moved by the worst-case shift of the uncertainty term) and the
-  best final objective wins. Each run: step s doubles after an accepted step and halves until
-  the sufficient-ascent test F(theta+) >= F(theta) + g.(theta+ - theta) - |theta+ - theta|^2 / (2 s)
-  holds; it stops when the projected-gradient stationarity ||theta - P_B(theta + grad F)|| <= tol, or
-  the step no longer changes F (|dF| <= 1e-14 |F|), or after max_iter steps. The returned stationarity
-  certifies the result only where F is smooth: F has a kink where E phi(pi) = nu, and for large beta
-  the maximizer sits on it (the gradient measure then stays large although no ascent step exists).
+  With beta ||v||_{Sigma^{-1}} = max_{||u||_Sigma <= beta} u.v (v = E_{d0} phi(x, pi) - nu), Eq. (5) is
+  max_pi min_u L(pi, u), L = E_{d0}[E_pi(r_MLE - u.(phi - nu)) - eta KL(pi || pi0)], concave in pi and
+  linear in u, so (Sion's minimax theorem) its maximum over all policies equals
+      min_{||u||_Sigma <= beta} G(u),  G(u) = E_{d0}[eta log sum_a pi0(a|x) exp((r_MLE - u.(phi - nu)) / eta)],
+  attained by the Gibbs policy with theta = theta_MLE - u*. G is convex; with u = L^{-T} w (Sigma =
+  L L^T) the constraint is the ball ||w|| <= beta, solved by gshf_jax.ball.minimize_in_ball.
+
+  Returns:
+    (theta_MLE - u*, G(u*), the BallResult of the solve).
   """
+  chol = jnp.linalg.cholesky(fit.cov)
+  to_u = lambda w: jax.scipy.linalg.solve_triangular(chol.T, w, lower=False)
+  centered = env.features - fit.nu
+  r_mle = bandit.rewards(env, fit.theta_mle)
+
+  def dual(w):
+    r = r_mle - centered @ to_u(w)
+    return env.context_probs @ (env.eta * jax.nn.logsumexp(env.ref_logp + r / env.eta, axis=-1))
+
+  radius = jnp.maximum(jnp.asarray(beta, fit.cov.dtype), jnp.finfo(fit.cov.dtype).tiny)
+  result = ball.minimize_in_ball(dual, jnp.zeros_like(fit.theta_mle), radius, tol=tol, max_iter=max_iter)
+  return fit.theta_mle - to_u(result.x), result.value, result
+
+
+def _primal_ascent(env, fit, beta, starts, max_iter):
+  """Projected gradient ascent on Eq. (5) in theta from each start; returns the best (theta, value)."""
   objective = lambda theta: option_one_objective(env, theta, fit, beta)
   value_and_grad = jax.value_and_grad(objective)
   project = lambda theta: optax.projections.projection_l2_ball(theta, env.bound)
 
-  def stationarity(theta, grad):
-    return jnp.linalg.norm(theta - project(theta + grad))
-
   def run(theta0):
     def body(state):
-      theta, step, f, grad, it, _, _ = state
-
-      def shrink(s):
-        return s * 0.5
+      theta, step, f, grad, it, _ = state
 
       def insufficient(s):
         new = project(theta + s * grad)
         d = new - theta
         return (objective(new) < f + grad @ d - d @ d / (2 * s)) & (s > 1e-12)
 
-      step = jax.lax.while_loop(insufficient, shrink, step)
+      step = jax.lax.while_loop(insufficient, lambda s: 0.5 * s, step)
       new = project(theta + step * grad)
       new_f, new_grad = value_and_grad(new)
       stalled = jnp.abs(new_f - f) <= 1e-14 * jnp.maximum(1.0, jnp.abs(f))
-      return new, 2 * step, new_f, new_grad, it + 1, stationarity(new, new_grad), stalled
+      return new, 2 * step, new_f, new_grad, it + 1, stalled
 
     def keep_going(state):
-      _, _, _, _, it, stat, stalled = state
-      return (stat > tol) & (it < max_iter) & ~stalled
+      theta, _, _, grad, it, stalled = state
+      return (jnp.linalg.norm(theta - project(theta + grad)) > 1e-9) & (it < max_iter) & ~stalled
 
     f0, g0 = value_and_grad(theta0)
-    init = (theta0, jnp.ones((), theta0.dtype), f0, g0, jnp.int32(0), stationarity(theta0, g0), False)
-    theta, _, f, _, it, stat, _ = jax.lax.while_loop(keep_going, body, init)
-    return theta, f, stat, it
+    theta, _, f, _, _, _ = jax.lax.while_loop(
+        keep_going, body, (theta0, jnp.ones((), theta0.dtype), f0, g0, jnp.int32(0), False))
+    return theta, f
 
-  # Third start: theta_MLE shifted by the worst-case u = beta Sigma^{-1} v / ||v||_{Sigma^{-1}} of the
-  # dual form beta ||v||_{Sigma^{-1}} = max_{||u||_Sigma <= beta} u.v, at v = E phi(pi_MLE) - nu.
-  v = env.context_probs @ bandit.expected_features(env, gibbs_class_logp(env, fit.theta_mle)) - fit.nu
-  shift = beta * jnp.linalg.solve(fit.cov, v) / _safe_elliptical_norm(v, fit.cov)
-  starts = jnp.stack([jnp.zeros_like(fit.theta_mle), fit.theta_mle, project(fit.theta_mle - shift)])
-  thetas, values, stats, iters = jax.vmap(run)(starts)
+  thetas, values = jax.vmap(run)(starts)
   best = jnp.argmax(values)
-  return OptionOneResult(thetas[best], values[best], stats[best], iters)
+  return thetas[best], values[best]
+
+
+def solve_option_one(env, fit, beta, *, max_iter=100):
+  """argmax of Eq. (5) over the Gibbs class {pi_theta : ||theta|| <= B}, with a certificate.
+
+  First the convex dual (option_one_dual): its Gibbs parameter theta_MLE - u* maximizes Eq. (5) over
+  *all* policies, so when ||theta_MLE - u*|| <= B it is the exact answer (also when the maximizer sits
+  on the kink of Eq. (5) where E phi(pi) = nu). Otherwise projected gradient ascent in theta with
+  backtracking runs from theta = 0, theta_MLE and the projection of the dual's theta, and the best
+  wins. Either way `dual_bound - objective` >= 0 bounds the optimality gap (weak duality).
+  """
+  theta_dual, dual_value, _ = option_one_dual(env, fit, beta)
+  project = lambda theta: optax.projections.projection_l2_ball(theta, env.bound)
+  in_class = jnp.linalg.norm(theta_dual) <= env.bound * (1 + 1e-12)
+  starts = jnp.stack([jnp.zeros_like(fit.theta_mle), fit.theta_mle, project(theta_dual)])
+  theta_primal, _ = _primal_ascent(env, fit, beta, starts, max_iter)
+  theta = jnp.where(in_class, theta_dual, theta_primal)
+  return OptionOneResult(theta, option_one_objective(env, theta, fit, beta), dual_value, in_class)
 
 
 def offline_gshf(env, data, *, option, beta, lam, nu=None, mask=None):

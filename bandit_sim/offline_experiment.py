@@ -58,7 +58,8 @@ def method_suboptimalities(key, coverage, n, beta, theory_beta, dpo_steps):
   logp_two = offline.policy_from_fit(env, fit, option="II", beta=theory_beta)
   theorem = dict(
       sigma_error=jnp.sqrt(err @ fit.cov @ err),
-      option_one_stationarity=option_one.stationarity,
+      option_one_gap=option_one.dual_bound - option_one.objective,
+      option_one_from_dual=option_one.from_dual,
       lhs_one=bandit.suboptimality(env, logp_one),
       rhs_one=2 * theory_beta * offline.expected_uncertainty(env, star, fit),
       lhs_two=bandit.suboptimality(env, logp_two),
@@ -157,22 +158,29 @@ def run(key, *, seeds, quick, progress):
                         "mean_minus_mle": paired.mean(0).tolist(),
                         "stderr_minus_mle": (paired.std(0, ddof=1) / math.sqrt(seeds)).tolist()}
     coverage[cov_name] = rows
-    ratio_one, ratio_two = a["lhs_one"] / a["rhs_one"], a["lhs_two"] / a["rhs_two"]
+    # Option I's bound holds for the exact maximizer of Eq. (5); the solver's certified duality gap is
+    # allowed as slack (the proof uses F(pi_hat) >= F(pi*), true up to that gap).
+    slack = {"one": np.maximum(a["option_one_gap"], 0.0) + 1e-12, "two": 1e-12}
     theorem[cov_name] = {
         "beta": beta, "seeds": seeds, "lemma_g3_coverage": float(np.mean(a["sigma_error"] <= beta)),
         "median_sigma_error_over_beta": float(np.median(a["sigma_error"] / beta)),
-        "option_I_bound_holds": float(np.mean(a["lhs_one"] <= a["rhs_one"])),
-        "option_I_solver_certified": float(np.mean(a["option_one_stationarity"] <= 1e-6)),
-        "option_I_bound_holds_when_certified": float(np.mean(
-            (a["lhs_one"] <= a["rhs_one"])[a["option_one_stationarity"] <= 1e-6])) if np.any(
-                a["option_one_stationarity"] <= 1e-6) else None,
-        "option_II_bound_holds": float(np.mean(a["lhs_two"] <= a["rhs_two"])),
-        "option_I_median_lhs_over_rhs": float(np.median(ratio_one)),
-        "option_II_median_lhs_over_rhs": float(np.median(ratio_two)),
-        "option_I_max_lhs_over_rhs": float(np.max(ratio_one)),
-        "option_II_max_lhs_over_rhs": float(np.max(ratio_two)),
-        "per_seed": {k: v.tolist() for k, v in a.items()},
+        "option_I_exact_by_dual": float(np.mean(a["option_one_from_dual"])),
+        "option_I_max_duality_gap": float(np.max(a["option_one_gap"])),
     }
+    for option, tag in (("I", "one"), ("II", "two")):
+      lhs, rhs = a[f"lhs_{tag}"], a[f"rhs_{tag}"]
+      positive = rhs > 1e-9  # rhs = 0 when nu = E phi(pi*): then only the bound's sign is informative
+      ratio = lhs[positive] / rhs[positive]
+      theorem[cov_name].update({
+          f"option_{option}_bound_holds": float(np.mean(lhs <= rhs + slack[tag])),
+          f"option_{option}_rhs_zero_fraction": float(np.mean(~positive)),
+          f"option_{option}_max_lhs_where_rhs_zero": float(np.max(lhs[~positive])) if np.any(~positive) else None,
+          f"option_{option}_median_lhs_over_rhs": float(np.median(ratio)) if ratio.size else None,
+          f"option_{option}_max_lhs_over_rhs": float(np.max(ratio)) if ratio.size else None,
+      })
+    theorem[cov_name].update({
+        "per_seed": {k: v.tolist() for k, v in a.items()},
+    })
   results["theorem_3_1"], results["coverage"] = theorem, coverage
 
   for cov_name, t in theorem.items():
@@ -181,15 +189,18 @@ def run(key, *, seeds, quick, progress):
                    "holds" if t["lemma_g3_coverage"] >= 1 - DELTA else "fails at C = 1"))
     for option in ("I", "II"):
       holds, med = t[f"option_{option}_bound_holds"], t[f"option_{option}_median_lhs_over_rhs"]
-      certified = "" if option == "II" else (
-          f"; solver certified (stationarity ≤ 1e-6) on {t['option_I_solver_certified']:.0%} of seeds")
+      solver = "" if option == "II" else (
+          f"; Eq. (5) solved exactly through its dual on {t['option_I_exact_by_dual']:.0%} of seeds "
+          f"(max duality gap {t['option_I_max_duality_gap']:.1e}, allowed as slack)")
+      if med is None:
+        ratio_text = (f"RHS = 0 on every seed (ν = E φ(π*)); max LHS "
+                      f"{t[f'option_{option}_max_lhs_where_rhs_zero']:.1e}")
+      else:
+        ratio_text = f"median LHS/RHS {med:.2e} (max {t[f'option_{option}_max_lhs_over_rhs']:.2e})"
       claims.append((f"Theorem 3.1, Option {option}, D_off from {cov_name}: J(π*) − J(π̂) ≤ bound (β = {beta:.1f})",
-                     f"holds on {holds:.1%} of seeds; median LHS/RHS {med:.2e} "
-                     f"(max {t[f'option_{option}_max_lhs_over_rhs']:.2e}){certified}",
-                     ("holds" if holds == 1.0 else "VIOLATED on some seeds" + (
-                         " (Option I's solver uncertified there: Eq. (5) has a kink at E φ(π) = ν, and with "
-                         "ν = E φ(π*) the bound's RHS is 0)" if option == "I" else ""))
-                     + (f", loose by ~{1 / med:.0f}x (median)" if med > 0 else "")))
+                     f"holds on {holds:.1%} of seeds; {ratio_text}{solver}",
+                     ("holds" if holds == 1.0 else "VIOLATED on some seeds")
+                     + (f", loose by ~{1 / med:.0f}x (median)" if med else "")))
   for cov_name, rows in coverage.items():
     claims.append((f"D_off from {cov_name}: suboptimality by method (mean ± s.e., {seeds} seeds, β = {PRACTICAL_BETA})",
                    "; ".join(f"{m} {rows[f'subopt_{m}'][0]:.4f}±{rows[f'subopt_{m}'][1]:.4f}" for m in METHODS),
@@ -232,7 +243,7 @@ def run(key, *, seeds, quick, progress):
   results["scaling"] = scaling
 
   fig, axes = plt.subplots(1, 4, figsize=(20, 4))
-  per_seed = theorem["pi0"]["per_seed"]
+  per_seed = theorem["pi0"]["per_seed"]  # nu = E phi(pi0) != E phi(pi*), so RHS > 0
   ratio_one = np.array(per_seed["lhs_one"]) / np.array(per_seed["rhs_one"])
   ratio_two = np.array(per_seed["lhs_two"]) / np.array(per_seed["rhs_two"])
   bins = np.linspace(min(np.log10(ratio_one).min(), np.log10(ratio_two).min()), 0.5, 40)

@@ -93,6 +93,28 @@ def test_option_one_beats_feasible_thetas_and_meets_the_dual_bound(problem):
   assert np.linalg.norm(theta_mle - u) <= float(env.bound)  # the dual's policy is in the class here
   assert best >= res.fun - 1e-6
   np.testing.assert_allclose(result.theta, theta_mle - u, atol=1e-3)
+  # The solver's own certificate agrees: the dual's maximizer is in the class and the gap is ~0.
+  assert bool(result.from_dual)
+  assert float(result.dual_bound) == pytest.approx(res.fun, abs=1e-7)
+  assert 0 <= float(result.dual_bound - result.objective) < 1e-9
+
+
+def test_option_one_at_the_kink_and_outside_the_class(problem):
+  """A huge beta puts the maximizer on the kink E phi(pi) = nu (pi = pi0 for the default nu): the dual
+  still solves it exactly. A tiny bound B forces the primal fallback, which beats every feasible theta."""
+  env, data = problem
+  fit = offline.fit_offline(env, data, lam=1.0)
+  result = offline.solve_option_one(env, fit, 1e3)
+  assert bool(result.from_dual) and float(result.dual_bound - result.objective) < 1e-7
+  np.testing.assert_allclose(np.exp(offline.gibbs_class_logp(env, result.theta)), np.exp(env.ref_logp), atol=1e-6)
+  small = env._replace(bound=jnp.asarray(0.05))
+  result = offline.solve_option_one(small, fit, 0.1)
+  assert not bool(result.from_dual) and np.linalg.norm(result.theta) <= 0.05 + 1e-12
+  rng = np.random.default_rng(1)
+  for _ in range(100):
+    t = rng.normal(size=3)
+    t *= rng.uniform(0, 0.05) / np.linalg.norm(t)
+    assert float(offline.option_one_objective(small, t, fit, 0.1)) <= float(result.objective) + 1e-10
 
 
 def test_dpo_in_the_gibbs_class_recovers_the_plug_in(problem):
