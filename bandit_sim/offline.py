@@ -12,7 +12,7 @@ import optax
 
 import gshf_jax as g
 from bandit_sim import env as bandit
-from gshf_jax import ball
+from gshf_jax import _checks, ball
 
 OPTIONS = ("mle", "I", "II")
 
@@ -160,13 +160,19 @@ def offline_gshf(env, data, *, option, beta, lam, nu=None, mask=None):
     nu||_{Sigma_off^{-1}}; "I": argmax of Eq. (5) over the Gibbs class (solve_option_one); "mle": the
     Gibbs policy of r_MLE, no pessimism. nu defaults to E_{d0}[phi(x, pi0)]; `mask` [n] drops rows.
   """
+  _check_option_and_beta(option, beta)
   return policy_from_fit(env, fit_offline(env, data, lam=lam, nu=nu, mask=mask), option=option, beta=beta)
+
+
+def _check_option_and_beta(option, beta):
+  if option not in OPTIONS:
+    raise ValueError(f"option must be one of {OPTIONS}, got {option!r}")
+  _checks.check_in_range("beta", beta, 0.0, float("inf"))
 
 
 def policy_from_fit(env, fit, *, option, beta):
   """The output policy of Algorithm 1 for a given OfflineFit (see offline_gshf)."""
-  if option not in OPTIONS:
-    raise ValueError(f"option must be one of {OPTIONS}, got {option!r}")
+  _check_option_and_beta(option, beta)
   r_mle = bandit.rewards(env, fit.theta_mle)
   if option == "mle":
     return g.gibbs_logprobs(env.ref_logp, r_mle, env.eta)
