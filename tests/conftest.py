@@ -1,9 +1,13 @@
 """Test-wide settings: float64 is on, so theory checks are exact; float32 tests pass float32 arrays."""
 
-import jax
+import os
+
 import hypothesis
+import jax
 
 jax.config.update("jax_enable_x64", True)
 
-hypothesis.settings.register_profile("default", max_examples=40, deadline=None)
+# In CI the examples are derandomized, so a red run is reproducible; locally they vary run to run.
+hypothesis.settings.register_profile("default", max_examples=40, deadline=None,
+                                     derandomize=bool(os.environ.get("CI")))
 hypothesis.settings.load_profile("default")
