@@ -64,7 +64,7 @@ def default_tol(dtype):
   return 1e-10 if jnp.finfo(dtype).bits >= 64 else 1e-5
 
 
-def minimize_in_ball(fun, x0, bound, *, tol=None, max_iter=100, hessian=None):
+def minimize_in_ball(fun, x0, bound, *, tol=None, max_iter=100):
   """argmin_{||x|| <= bound} fun(x) for smooth convex `fun`, by projected Newton.
 
   Each step minimizes the second-order model of fun over the ball exactly (ball_quadratic_minimizer)
@@ -79,7 +79,6 @@ def minimize_in_ball(fun, x0, bound, *, tol=None, max_iter=100, hessian=None):
     bound: radius > 0.
     tol: stationarity tolerance.
     max_iter: maximum Newton steps (static).
-    hessian: optional x -> [d, d] Hessian of fun (default: jax.hessian(fun)).
 
   Returns:
     BallResult.
@@ -87,7 +86,7 @@ def minimize_in_ball(fun, x0, bound, *, tol=None, max_iter=100, hessian=None):
   dtype = x0.dtype
   tol = default_tol(dtype) if tol is None else tol
   value_and_grad = jax.value_and_grad(fun)
-  hessian = jax.hessian(fun) if hessian is None else hessian
+  hessian = jax.hessian(fun)
 
   def stationarity(x, grad):
     return jnp.linalg.norm(x - project_to_ball(x - grad, bound))

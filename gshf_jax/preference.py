@@ -98,12 +98,8 @@ def bt_mle(dphi, y, bound, mask=None, *, tol=None, max_iter=100, return_info=Fal
     z = dphi @ theta
     return -jnp.sum(w * (y * jax.nn.log_sigmoid(z) + (1.0 - y) * jax.nn.log_sigmoid(-z)))
 
-  def hessian(theta):  # sum_i w_i s_i (1 - s_i) dphi_i dphi_i^T, one pass instead of autodiff's d
-    s = jax.nn.sigmoid(dphi @ theta)
-    return (dphi * (w * s * (1.0 - s))[:, None]).T @ dphi
-
   result = ball.minimize_in_ball(neg_mean_ll, jnp.zeros(dphi.shape[1], dtype), bound, tol=tol,
-                                 max_iter=max_iter, hessian=hessian)
+                                 max_iter=max_iter)
   if return_info:
     return BTMLEResult(result.x, result.num_iterations, result.stationarity, result.converged)
   return result.x
