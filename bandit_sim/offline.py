@@ -36,21 +36,15 @@ def fit_offline(env, data, *, lam, nu=None, mask=None):
   return OfflineFit(theta, g.covariance(dphi, lam, mask), reference_vector(env) if nu is None else nu)
 
 
-def uncertainty_bonus(env, fit):
+def uncertainty_bonus(env, cov, nu):
   """Option II's Gamma(x, a, nu, D_off) = ||phi(x, a) - nu||_{Sigma_off^{-1}}, [X, K]."""
-  return g.elliptical_norm(env.features - fit.nu, fit.cov)
-
-
-def _safe_elliptical_norm(v, cov):
-  """||v||_{Sigma^{-1}} with gradient 0 (a valid subgradient) at v = 0 instead of NaN."""
-  q = v @ jnp.linalg.solve(cov, v)
-  return jnp.sqrt(jnp.maximum(q, jnp.finfo(q.dtype).tiny))
+  return g.elliptical_norm(env.features - nu, cov)
 
 
 def expected_uncertainty(env, logp, fit):
   """Option I's Gamma_e(pi, nu, D_off) = ||E_{x ~ d0}[phi(x, pi)] - nu||_{Sigma_off^{-1}}."""
   mean_feature = env.context_probs @ bandit.expected_features(env, logp)
-  return _safe_elliptical_norm(mean_feature - fit.nu, fit.cov)
+  return g.elliptical_norm(mean_feature - fit.nu, fit.cov)
 
 
 def gibbs_class_logp(env, theta):
@@ -177,7 +171,7 @@ def policy_from_fit(env, fit, *, option, beta):
   if option == "mle":
     return g.gibbs_logprobs(env.ref_logp, r_mle, env.eta)
   if option == "II":
-    return g.gibbs_logprobs(env.ref_logp, r_mle - beta * uncertainty_bonus(env, fit), env.eta)
+    return g.gibbs_logprobs(env.ref_logp, r_mle - beta * uncertainty_bonus(env, fit.cov, fit.nu), env.eta)
   return gibbs_class_logp(env, solve_option_one(env, fit, beta).theta)
 
 
@@ -217,7 +211,9 @@ def offline_dpo(env, data, *, param="gibbs", pessimism=0.0, lam=1.0, nu=None, st
   """
   if param not in ("gibbs", "tabular"):
     raise ValueError(f"param must be 'gibbs' or 'tabular', got {param!r}")
-  bonus = uncertainty_bonus(env, fit_offline(env, data, lam=lam, nu=nu))
+  # Gamma needs Sigma_off and nu only; no MLE is fitted.
+  cov = g.covariance(bandit.feature_differences(env, data), lam)
+  bonus = uncertainty_bonus(env, cov, reference_vector(env) if nu is None else nu)
   if param == "gibbs":
     # Projected gradient descent with step 1/L: the mean loss has Hessian <= max ||dphi||^2 / 4 <= 1 in
     # theta. (Adam followed by a projection would not converge to the constrained optimum.)

@@ -51,7 +51,7 @@ def method_suboptimalities(key, coverage, n, beta, theory_beta, dpo_steps):
   env, data, behaviour, nu = make_seed(key, n, ENV, coverage)
   fit = offline.fit_offline(env, data, lam=LAM, nu=nu)
   star = bandit.optimal_logp(env)
-  gamma = offline.uncertainty_bonus(env, fit)
+  gamma = offline.uncertainty_bonus(env, fit.cov, fit.nu)
   err = fit.theta_mle - env.theta_star
   option_one = offline.solve_option_one(env, fit, theory_beta)
   logp_one = offline.gibbs_class_logp(env, option_one.theta)
@@ -74,10 +74,17 @@ def method_suboptimalities(key, coverage, n, beta, theory_beta, dpo_steps):
   mass = lambda logp: env.context_probs @ jnp.sum(jnp.where(uncovered, jnp.exp(logp), 0.0), -1)
   out = {f"subopt_{name}": bandit.suboptimality(env, logp) for name, logp in policies.items()}
   out.update({f"uncovered_mass_{name}": mass(logp) for name, logp in policies.items()})
-  out["uncovered_mass_optimal"] = mass(bandit.optimal_logp(env))
+  out["uncovered_mass_optimal"] = mass(star)
   out["sweep_II"] = jax.vmap(lambda b: bandit.suboptimality(
       env, offline.policy_from_fit(env, fit, option="II", beta=b)))(jnp.array(SWEEP_BETAS))
   return out, theorem
+
+
+def plug_in_and_option_two(env, data, nu, mask=None):
+  """Suboptimality of "mle" and "II" (at PRACTICAL_BETA) from one fit."""
+  fit = offline.fit_offline(env, data, lam=LAM, nu=nu, mask=mask)
+  return {name: bandit.suboptimality(env, offline.policy_from_fit(env, fit, option=name, beta=PRACTICAL_BETA))
+          for name in ("mle", "II")}
 
 
 def suboptimality_by_n(key, sizes):
@@ -85,13 +92,7 @@ def suboptimality_by_n(key, sizes):
   one compiled computation serves every n)."""
   env, data, _, nu = make_seed(key, max(sizes), ENV)
   masks = jnp.arange(max(sizes))[None, :] < jnp.array(sizes)[:, None]
-
-  def at(mask):
-    fit = offline.fit_offline(env, data, lam=LAM, nu=nu, mask=mask)
-    return {name: bandit.suboptimality(env, offline.policy_from_fit(env, fit, option=name, beta=PRACTICAL_BETA))
-            for name in ("mle", "II")}
-
-  return jax.vmap(at)(masks)
+  return jax.vmap(lambda mask: plug_in_and_option_two(env, data, nu, mask))(masks)
 
 
 def pad_features(env, dim):
@@ -111,13 +112,7 @@ def suboptimality_by_dim(key, dims, n):
     datas.append(data)
     nus.append(jnp.pad(nu, (0, max(dims) - dim)))
   stack = lambda trees: jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
-
-  def at(env, data, nu):
-    fit = offline.fit_offline(env, data, lam=LAM, nu=nu)
-    return {name: bandit.suboptimality(env, offline.policy_from_fit(env, fit, option=name, beta=PRACTICAL_BETA))
-            for name in ("mle", "II")}
-
-  return jax.vmap(at)(stack(envs), stack(datas), jnp.stack(nus))
+  return jax.vmap(plug_in_and_option_two)(stack(envs), stack(datas), jnp.stack(nus))
 
 
 def over_seeds(fn, key, seeds, *args):

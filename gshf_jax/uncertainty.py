@@ -35,7 +35,8 @@ def covariance(dphi, lam, mask=None, scale=1.0):
 
 
 def elliptical_norm(v, cov):
-  """||v||_{Sigma^{-1}} = sqrt(v^T Sigma^{-1} v), batched over v's leading axes, via Cholesky.
+  """||v||_{Sigma^{-1}} = sqrt(v^T Sigma^{-1} v), batched over v's leading axes, via Cholesky; its
+  gradient at v = 0 is 0 (a subgradient of the norm there), not NaN.
 
   Args:
     v: [..., d] vectors.
@@ -52,7 +53,11 @@ def elliptical_norm(v, cov):
   chol = jnp.linalg.cholesky(cov)
   flat = v.reshape(-1, d).T  # [d, N]
   w = jax.scipy.linalg.solve_triangular(chol, flat, lower=True)  # L w = v, so |w|^2 = v^T Sigma^-1 v
-  return jnp.linalg.norm(w, axis=0).reshape(v.shape[:-1])
+  squared = jnp.sum(w ** 2, axis=0)
+  # sqrt through a where: exactly 0 at v = 0 with gradient 0 (a valid subgradient) instead of NaN.
+  positive = squared > 0
+  norms = jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
+  return norms.reshape(v.shape[:-1])
 
 
 def confidence_radius(dim, delta, bound, lam, n=None):

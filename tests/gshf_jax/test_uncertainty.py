@@ -37,3 +37,14 @@ def test_confidence_radius_formula_and_normalization():
   n = 400
   assert float(confidence_radius(d, delta, b, lam, n)) == pytest.approx(
       float(confidence_radius(d, delta, b, n * lam)) / np.sqrt(n), rel=1e-12)
+
+
+def test_elliptical_norm_at_zero_is_zero_with_zero_gradient():
+  import jax
+  cov = jnp.array([[2.0, 0.3], [0.3, 1.0]])
+  assert float(elliptical_norm(jnp.zeros(2), cov)) == 0.0
+  grad = jax.grad(lambda v: elliptical_norm(v, cov))(jnp.zeros(2))
+  np.testing.assert_array_equal(grad, [0.0, 0.0])
+  v = jnp.array([0.4, -1.0])  # away from 0 the gradient is Sigma^-1 v / ||v||
+  np.testing.assert_allclose(jax.grad(lambda u: elliptical_norm(u, cov))(v),
+                             np.linalg.solve(cov, v) / float(elliptical_norm(v, cov)), rtol=1e-12)
