@@ -98,7 +98,7 @@ def preference_probability(env, ctx, a1, a2):
   return jax.nn.sigmoid(r[ctx, a1] - r[ctx, a2])
 
 
-def collect_preferences(key, env, logp1, logp2, n):
+def collect_preferences(key, env, logp1, logp2, n, ctx=None):
   """n comparisons: x ~ d0, a1 ~ pi1(.|x), a2 ~ pi2(.|x), y ~ Bernoulli(P(a1 > a2 | x)) (Eq. (1)).
 
   Args:
@@ -106,6 +106,8 @@ def collect_preferences(key, env, logp1, logp2, n):
     env: LinearBandit.
     logp1, logp2: [X, K] the two behaviour policies.
     n: static number of comparisons >= 1.
+    ctx: optional [n] contexts already drawn (Algorithm 2 observes x_{t,i} before choosing pi2_t);
+      by default x ~ d0.
 
   Returns:
     Preferences with [n] arrays.
@@ -114,7 +116,9 @@ def collect_preferences(key, env, logp1, logp2, n):
   for name, logp in (("logp1", logp1), ("logp2", logp2)):
     _checks.check_shape(name, logp, env.ref_logp.shape)
   k_ctx, k1, k2, k_y = jax.random.split(key, 4)
-  ctx = jax.random.categorical(k_ctx, jnp.log(env.context_probs), shape=(n,))
+  if ctx is None:
+    ctx = jax.random.categorical(k_ctx, jnp.log(env.context_probs), shape=(n,))
+  _checks.check_shape("ctx", ctx, (n,))
   a1 = jax.random.categorical(k1, logp1[ctx])
   a2 = jax.random.categorical(k2, logp2[ctx])
   y = jax.random.bernoulli(k_y, preference_probability(env, ctx, a1, a2))

@@ -13,9 +13,10 @@ import os
 import sys
 import time
 
-from bandit_sim import core_experiment, io, offline_experiment
+from bandit_sim import core_experiment, io, offline_experiment, online_experiment
 
-EXPERIMENTS = {"core": core_experiment.run, "offline": offline_experiment.run}
+EXPERIMENTS = {"core": core_experiment.run, "offline": offline_experiment.run, "online": online_experiment.run_online,
+               "hybrid": online_experiment.run_hybrid, "regret": online_experiment.run_regret}
 
 
 def parse_args(argv):

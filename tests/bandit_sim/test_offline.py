@@ -18,26 +18,14 @@ def problem():
   return env, data
 
 
-def numpy_parts(env, data, lam):
+def numpy_parts(env, data, lam, scipy_bt_mle):
   """theta_MLE by SciPy, Sigma and nu by NumPy: nothing from gshf_jax."""
   phi = np.asarray(env.features)
   ctx, a1, a2, y = (np.asarray(v) for v in data)
   dphi = phi[ctx, a1] - phi[ctx, a2]
-
-  def nll(t):
-    z = dphi @ t
-    return np.mean(np.logaddexp(0, -z) * y + np.logaddexp(0, z) * (1 - y))
-
-  def grad(t):
-    return dphi.T @ (1 / (1 + np.exp(-dphi @ t)) - y) / len(y)
-
-  bound = float(env.bound)
-  res = minimize(nll, np.zeros(3), jac=grad, method="trust-constr",
-                 constraints=[NonlinearConstraint(lambda t: t @ t, -np.inf, bound ** 2, jac=lambda t: 2 * t)],
-                 options={"gtol": 1e-12, "xtol": 1e-12})
   cov = lam * np.eye(3) + dphi.T @ dphi
   nu = np.asarray(env.context_probs) @ np.einsum("xk,xkd->xd", np.exp(np.asarray(env.ref_logp)), phi)
-  return res.x, cov, nu
+  return scipy_bt_mle(dphi, y, float(env.bound)), cov, nu
 
 
 def numpy_gibbs(ref_logp, reward, eta):
@@ -45,9 +33,9 @@ def numpy_gibbs(ref_logp, reward, eta):
   return w / w.sum(-1, keepdims=True)
 
 
-def test_option_two_is_gibbs_of_penalized_mle_reward(problem):
+def test_option_two_is_gibbs_of_penalized_mle_reward(problem, scipy_bt_mle):
   env, data = problem
-  theta, cov, nu = numpy_parts(env, data, lam=1.0)
+  theta, cov, nu = numpy_parts(env, data, 1.0, scipy_bt_mle)
   phi = np.asarray(env.features)
   diff = phi - nu
   gamma = np.sqrt(np.einsum("xkd,xkd->xk", diff, np.linalg.solve(cov, diff[..., None])[..., 0]))
