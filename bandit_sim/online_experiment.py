@@ -36,6 +36,7 @@ def map_seeds(batched, keys, *args, chunk=100):
   every thread idle, on one vmap of 200 seeds x 3 dimensions of online_gshf with the Option II
   enhancer, and ran 100 fine."""
   n = keys.shape[0]
+  chunk = min(chunk, n)
   padded = jnp.concatenate([keys, jnp.repeat(keys[-1:], -n % chunk, axis=0)])
   parts = [jax.tree.map(np.asarray, batched(padded[i:i + chunk], *args)) for i in range(0, n, chunk)]
   return jax.tree.map(lambda *leaves: np.concatenate(leaves)[:n], *parts)

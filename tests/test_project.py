@@ -25,9 +25,10 @@ def test_readme_commands_are_the_ones_ci_runs():
 
 def test_experiment_cli_writes_complete_results(tmp_path):
   results = experiment.main(["--quick", "--seeds", "8", "--out", str(tmp_path), "--quiet"])
-  assert sorted(os.listdir(tmp_path)) == ["core", "offline", "summary.md"]
-  assert sorted(os.listdir(tmp_path / "core")) == ["core.png", "summary.json", "summary.md"]  # no temp files
-  assert sorted(os.listdir(tmp_path / "offline")) == ["offline.png", "summary.json", "summary.md"]
+  names = ["core", "hybrid", "offline", "online", "regret"]
+  assert sorted(os.listdir(tmp_path)) == names + ["summary.md"]
+  for name in names:  # no temp files left behind
+    assert sorted(os.listdir(tmp_path / name)) == [f"{name}.png", "summary.json", "summary.md"]
   saved = json.loads((tmp_path / "core" / "summary.json").read_text())
   assert saved["core"]["mle"]["sizes"] == results["core"]["mle"]["sizes"]
   assert np.all(np.isfinite(saved["core"]["mle"]["mean_l2_error"]))
@@ -35,8 +36,12 @@ def test_experiment_cli_writes_complete_results(tmp_path):
   offline = json.loads((tmp_path / "offline" / "summary.json").read_text())["offline"]
   assert set(offline["coverage"]) == {"pi0", "covers_pi_star", "misses_pi_star"}
   assert len(offline["theorem_3_1"]["pi0"]["per_seed"]["lhs_two"]) == 8
+  online = json.loads((tmp_path / "online" / "summary.json").read_text())["online"]
+  assert set(online["equal_budget"]) >= {"uncertainty", "reference", "random_pairs", "offline_pi0"}
+  assert len(json.loads((tmp_path / "regret" / "summary.json").read_text())["regret"]["uncertainty"]["Reg"]["mean"]) == 3
   table = (tmp_path / "summary.md").read_text()
   assert table.count("\n| core |") == 6 and table.count("\n| offline |") >= 15
+  assert table.count("\n| online |") == 7 and table.count("\n| hybrid |") == 5 and table.count("\n| regret |") == 3
 
 
 def test_experiment_cli_rejects_bad_arguments():
