@@ -295,7 +295,7 @@ def online_gshf(key, env, *, option=None, enhancer=None, num_iterations, batch_s
     batch = bandit.collect_preferences(k_pairs, env, main, enhancer_logp, m, ctx=ctx)
     start = n_off + t * m
     data = jax.tree.map(lambda buf, new: jax.lax.dynamic_update_slice(buf, new, (start,)), data, batch)
-    mask = mask | ((jnp.arange(mask.shape[0]) >= start) & (jnp.arange(mask.shape[0]) < start + m))
+    mask = jax.lax.dynamic_update_slice(mask, jnp.ones(m, bool), (start,))
     objective = beta * relative_uncertainty(env, enhancer_logp, main, cov, counts)
     record = OnlineHistory(
         theta=theta, main_logp=main, enhancer_logp=enhancer_logp, data=batch,

@@ -267,9 +267,9 @@ def hybrid_seed(key, enhancer, *, n_off, num_iterations, batch_size):
   reward = jnp.einsum("x,txk,xk->t", env.context_probs, jnp.exp(main), r_star)
   kl = jax.vmap(lambda lp: env.context_probs @ g.kl(lp, env.ref_logp))(main)
   z = env.context_probs @ (bandit.expected_features(env, star) - bandit.expected_features(env, env.ref_logp))
-  data_part = g.covariance(bandit.feature_differences(env, d_off), LAM) - LAM * jnp.eye(z.shape[0])
+  dphi = bandit.feature_differences(env, d_off)
   # c_dagger of Proposition D.1: the largest c with sum dphi dphi^T >= c n_off z z^T (pseudo-inverse).
-  c_dagger = 1.0 / (n_off * z @ jnp.linalg.pinv(data_part) @ z)
+  c_dagger = 1.0 / (n_off * z @ jnp.linalg.pinv(dphi.T @ dphi) @ z)
   return dict(selected=result.suboptimality, final=result.history.main_suboptimality[-1],
               offline_same_budget=bandit.suboptimality(env, logp_off), offline_only_d_off=result.history.main_suboptimality[0],
               reward=reward, kl=kl, value=jax.vmap(lambda lp: bandit.value(env, lp))(main),
