@@ -13,7 +13,6 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 from scipy.optimize import minimize
