@@ -1,10 +1,8 @@
 """The `core` experiment: the statistical claims the gshf_jax core rests on, measured on random linear
-Bradley-Terry instances (Section 2.2-2.3, Lemma G.3, Appendix E.2, Section 5.2, NLHF).
+Bradley-Terry instances (Section 2.2-2.3, Lemma G.3, NLHF); rejection sampling and best-of-n are the `rejection` experiment.
 
 Each check returns a dict of numbers and a one-line verdict; nothing here is asserted, only reported.
 """
-
-import math
 
 import jax
 import jax.numpy as jnp
@@ -72,49 +70,6 @@ def check_mle(key, *, seeds, quick):
   }, l2
 
 
-def check_rejection(key, *, quick):
-  """Appendix E.2: one-step vs multi-step acceptance (exact), at eta = 0.1."""
-  eta, eps = 0.1, 1e-12
-  gap_one_step = float(g.acceptance_rate(jnp.log(jnp.array([1 - eps, eps])), jnp.array([0.0, 1.0]), eta))
-  x, k = (50, 16) if quick else (200, 32)
-  k1, k2 = jax.random.split(key)
-  ref = jax.nn.log_softmax(jax.random.normal(k1, (x, k)) * 2, axis=-1)
-  reward = jax.random.uniform(k2, (x, k))  # range <= 1
-  num_steps = math.ceil(1 / eta) + 1
-  step_rates, previous, inv_prev = [], ref, 0.0
-  for eta_i in np.asarray(g.multistep_etas(eta, num_steps)):
-    step_rates.append(np.asarray(g.acceptance_rate(previous, reward, 1 / (1 / eta_i - inv_prev))))
-    previous, inv_prev = g.gibbs_logprobs(ref, reward, eta_i), 1 / eta_i
-  step_rates = np.stack(step_rates)
-  return {
-      "eta": eta, "gap1_one_step_acceptance": gap_one_step, "exp_minus_10": math.exp(-10),
-      "contexts": x, "actions": k, "num_steps": num_steps,
-      "mean_one_step_acceptance": float(np.mean(g.acceptance_rate(ref, reward, eta))),
-      "min_per_step_acceptance": float(step_rates.min()), "exp_minus_1": math.exp(-1),
-  }
-
-
-def check_best_of_n(key, *, quick):
-  """Section 5.2: exact KL(best-of-n || pi) against log n - (n-1)/n, and the reward gained."""
-  x, k = (50, 16) if quick else (200, 32)
-  k1, k2 = jax.random.split(key)
-  logp = jax.nn.log_softmax(jax.random.normal(k1, (x, k)), axis=-1)
-  reward = jax.random.normal(k2, (x, k))
-  ns = [1, 2, 4, 8, 16, 32]
-  kls, gains = [], []
-  for n in ns:
-    bon = g.best_of_n_logprobs(logp, reward, n)
-    kls.append(np.asarray(g.kl(bon, logp)))
-    gains.append(float(jnp.mean(jnp.sum((jnp.exp(bon) - jnp.exp(logp)) * reward, -1))))
-  kls = np.stack(kls)
-  bounds = [float(g.best_of_n_kl_bound(n)) for n in ns]
-  return {
-      "n": ns, "mean_kl": kls.mean(1).tolist(), "max_kl": kls.max(1).tolist(), "bound": bounds,
-      "bound_holds": bool(np.all(kls.max(1) <= np.array(bounds) + 1e-12)),
-      "mean_reward_gain": gains,
-  }
-
-
 def check_nash(key, *, quick):
   """NLHF: duality gap reached by nash_equilibrium on random intransitive games, and KL(pi* || pi0)."""
   x, k = (8, 6) if quick else (32, 8)
@@ -137,7 +92,7 @@ def run(key, *, seeds, quick, progress):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  keys = jax.random.split(key, 4)
+  keys = jax.random.split(key, 2)
   results, claims = {}, []
 
   progress("core: BT MLE rate and confidence radius")
@@ -153,43 +108,18 @@ def run(key, *, seeds, quick, progress):
                  "; median ratio to beta " + ", ".join(f"{r:.3f}" for r in mle["median_sigma_error_over_beta"]),
                  "holds" if min(mle["coverage"]) >= 0.95 else "fails at C = 1"))
 
-  progress("core: rejection sampling acceptance")
-  rej = check_rejection(keys[1], quick=quick)
-  results["rejection"] = rej
-  claims.append(("one-step acceptance, reward gap 1, eta 0.1 ~ 4.5e-5 (Appendix E.2)",
-                 f"{rej['gap1_one_step_acceptance']:.3e}", "matches exp(-10)" if abs(
-                     rej["gap1_one_step_acceptance"] / rej["exp_minus_10"] - 1) < 1e-3 else "differs"))
-  claims.append((f"{rej['num_steps']}-step path: every step accepts >= exp(-1)",
-                 f"min per-step {rej['min_per_step_acceptance']:.3f} vs one-step mean "
-                 f"{rej['mean_one_step_acceptance']:.2e}",
-                 "holds" if rej["min_per_step_acceptance"] >= rej["exp_minus_1"] else "fails"))
-
-  progress("core: best-of-n")
-  bon = check_best_of_n(keys[2], quick=quick)
-  results["best_of_n"] = bon
-  claims.append(("KL(best-of-n ‖ pi) <= log n - (n-1)/n (Section 5.2)",
-                 "max KL / bound at n=32: " + f"{bon['max_kl'][-1]:.3f} / {bon['bound'][-1]:.3f}",
-                 "holds" if bon["bound_holds"] else "fails"))
-
   progress("core: Nash equilibrium")
-  nash = check_nash(keys[3], quick=quick)
+  nash = check_nash(keys[1], quick=quick)
   results["nash"] = nash
   worst = max(r["max_gap"] for r in nash["rows"])
   claims.append(("Nash solver reaches duality gap <= 1e-10 for eta in {0.01, 0.1, 1, 10}",
                  f"worst per-context gap {worst:.1e}", "holds" if worst <= 1e-10 else "fails"))
 
-  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  fig, ax = plt.subplots(figsize=(5, 4))
   sizes = np.array(mle["sizes"])
-  axes[0].loglog(sizes, l2.mean(1), "o-", label="mean ||theta_MLE - theta*||")
-  axes[0].loglog(sizes, l2.mean(1)[0] * np.sqrt(sizes[0] / sizes), "--", label="n^-1/2 reference")
-  axes[0].set_xlabel("comparisons n")
-  axes[0].set_title(f"BT MLE error (slope {mle['slope']:.2f})")
-  axes[0].legend()
-  axes[1].plot(bon["n"], bon["bound"], "k--", label="log n - (n-1)/n")
-  axes[1].plot(bon["n"], bon["max_kl"], "o-", label="max KL over contexts")
-  axes[1].plot(bon["n"], bon["mean_kl"], "s-", label="mean KL")
-  axes[1].set_xscale("log", base=2)
-  axes[1].set_xlabel("n")
-  axes[1].set_title("KL(best-of-n || pi)")
-  axes[1].legend()
+  ax.loglog(sizes, l2.mean(1), "o-", label="mean ||theta_MLE - theta*||")
+  ax.loglog(sizes, l2.mean(1)[0] * np.sqrt(sizes[0] / sizes), "--", label="n^-1/2 reference")
+  ax.set_xlabel("comparisons n")
+  ax.set_title(f"BT MLE error (slope {mle['slope']:.2f})")
+  ax.legend()
   return results, claims, {"core.png": fig}

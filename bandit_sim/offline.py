@@ -180,15 +180,31 @@ def _chosen_rejected(data):
   return jnp.where(won, data.a1, data.a2), jnp.where(won, data.a2, data.a1)
 
 
-def dpo_objective(env, logp, data, *, bonus=None, bonus_scale=0.0):
+PREFERENCE_LOSSES = {"dpo": g.dpo_loss, "hinge": g.hinge_loss}
+
+
+def dpo_objective(env, logp, data, *, bonus=None, bonus_scale=0.0, loss="dpo"):
   """Mean DPO loss (Eq. (9)) of a policy on D_off, with KL coefficient eta; with `bonus` Gamma [X, K], the
-  pessimistic DPO of Eq. (10) with margin bonus_scale * (Gamma(x, a_w) - Gamma(x, a_l))."""
+  pessimistic DPO of Eq. (10) with margin bonus_scale * (Gamma(x, a_w) - Gamma(x, a_l)). loss="hinge"
+  is RSO's relu(1 - z) on the same z."""
   chosen, rejected = _chosen_rejected(data)
   ctx = data.ctx
   margin = 0.0 if bonus is None else bonus_scale * (bonus[ctx, chosen] - bonus[ctx, rejected])
-  losses = g.dpo_loss(logp[ctx, chosen], logp[ctx, rejected], env.ref_logp[ctx, chosen],
-                      env.ref_logp[ctx, rejected], env.eta, margin=margin)
+  losses = PREFERENCE_LOSSES[loss](logp[ctx, chosen], logp[ctx, rejected], env.ref_logp[ctx, chosen],
+                                   env.ref_logp[ctx, rejected], env.eta, margin=margin)
   return jnp.mean(losses)
+
+
+def minimize(loss_fn, params, optimizer, steps, project=lambda p: p):
+  """`steps` full-batch optax steps on loss_fn, each followed by `project`; returns the final params."""
+
+  def step(carry, _):
+    p, state = carry
+    updates, state = optimizer.update(jax.grad(loss_fn)(p), state, p)
+    return (project(optax.apply_updates(p, updates)), state), None
+
+  (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), None, length=steps)
+  return params
 
 
 class DPOResult(NamedTuple):
@@ -198,7 +214,7 @@ class DPOResult(NamedTuple):
 
 
 def offline_dpo(env, data, *, param="gibbs", pessimism=0.0, lam=1.0, nu=None, steps=2000,
-                learning_rate=0.05, init_logits=None):
+                learning_rate=0.05, init_logits=None, loss="dpo"):
   """Offline DPO (Eq. (9)) or, with pessimism = beta > 0, pessimistic DPO (Eq. (10)), full batch.
 
   param "gibbs": pi_theta ∝ pi0 exp(<theta, phi> / eta), ||theta|| <= B, by projected gradient descent;
@@ -207,10 +223,12 @@ def offline_dpo(env, data, *, param="gibbs", pessimism=0.0, lam=1.0, nu=None, st
     cosine-decayed `learning_rate`; the loss only sees logit differences between compared actions, so
     uncovered actions keep their initial logits and receive whatever mass the normalization leaves them
     (Appendix E.1).
-  The margin uses Gamma of Option II (Sigma_off with lam, reference vector nu).
+  The margin uses Gamma of Option II (Sigma_off with lam, reference vector nu). loss: "dpo" or "hinge".
   """
   if param not in ("gibbs", "tabular"):
     raise ValueError(f"param must be 'gibbs' or 'tabular', got {param!r}")
+  if loss not in PREFERENCE_LOSSES:
+    raise ValueError(f"loss must be one of {sorted(PREFERENCE_LOSSES)}, got {loss!r}")
   # Gamma needs Sigma_off and nu only; no MLE is fitted.
   cov = g.covariance(bandit.feature_differences(env, data), lam)
   bonus = uncertainty_bonus(env, cov, reference_vector(env) if nu is None else nu)
@@ -226,15 +244,84 @@ def offline_dpo(env, data, *, param="gibbs", pessimism=0.0, lam=1.0, nu=None, st
     params = env.ref_logp if init_logits is None else init_logits
     project = lambda logits: logits
     opt = optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
-  loss_fn = lambda p: dpo_objective(env, to_logp(p), data, bonus=bonus, bonus_scale=pessimism)
-
-  def step(carry, _):
-    p, state = carry
-    grads = jax.grad(loss_fn)(p)
-    updates, state = opt.update(grads, state, p)
-    return (project(optax.apply_updates(p, updates)), state), None
-
-  (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
-  loss, grads = jax.value_and_grad(loss_fn)(params)
+  loss_fn = lambda p: dpo_objective(env, to_logp(p), data, bonus=bonus, bonus_scale=pessimism, loss=loss)
+  params = minimize(loss_fn, params, opt, steps, project)
+  final_loss, grads = jax.value_and_grad(loss_fn)(params)
   grad_norm = jnp.linalg.norm(params - project(params - grads)) if param == "gibbs" else jnp.linalg.norm(grads)
-  return DPOResult(to_logp(params), loss, grad_norm)
+  return DPOResult(to_logp(params), final_loss, grad_norm)
+
+
+def population_dpo_loss(env, logits, behaviour_logp, *, bonus=None, bonus_scale=0.0):
+  """Appendix E.1's population DPO loss L_inf (Eq. (9) with infinitely many pairs from pi_off):
+
+    E_{x ~ d0} sum_{a1, a2} pi_off(a1|x) pi_off(a2|x) [p*(a1 > a2) l(a1, a2) + p*(a2 > a1) l(a2, a1)],
+
+  l(a_w, a_l) = gshf_jax.dpo_loss of the tabular policy softmax(logits) with KL coefficient eta; with
+  `bonus` Gamma [X, K], the margin bonus_scale * (Gamma(a_w) - Gamma(a_l)) of Eq. (10).
+
+  Args:
+    env: LinearBandit (p* is its BT oracle, Eq. (1)).
+    logits: [X, K] the policy's logits.
+    behaviour_logp: [X, K] log pi_off (-inf on actions D_off never shows).
+    bonus, bonus_scale: optional pessimism.
+
+  Returns:
+    scalar loss.
+  """
+  logp = jax.nn.log_softmax(logits, -1)
+  gamma = jnp.zeros_like(logp) if bonus is None else bonus
+  pair = lambda v: (v[:, :, None], v[:, None, :])  # (a_w, a_l) = (row, column)
+  margin = bonus_scale * (gamma[:, :, None] - gamma[:, None, :])
+  loss = g.dpo_loss(*pair(logp), *pair(env.ref_logp), env.eta, margin=margin)  # [X, K, K], a_w = row
+  reward = bandit.rewards(env, env.theta_star)
+  p_star = jax.nn.sigmoid(reward[:, :, None] - reward[:, None, :])  # P(row > column)
+  weight = jnp.exp(behaviour_logp[:, :, None] + behaviour_logp[:, None, :])
+  # Both orders of each ordered pair are summed, so p*(a2 > a1) l(a2, a1) is the transposed term.
+  per_context = jnp.sum(jnp.where(weight > 0, weight * (p_star * loss + jnp.swapaxes(p_star * loss, 1, 2)), 0.0),
+                        axis=(1, 2))
+  return env.context_probs @ per_context
+
+
+def population_dpo_minimum(env, behaviour_logp):
+  """The least value of population_dpo_loss (with or without the margin): sum of pi_off pi_off times the
+  binary entropy of p*, reached exactly when the implicit reward matches r* (- bonus_scale * Gamma)
+  up to a constant on pi_off's support (Lemma E.1)."""
+  reward = bandit.rewards(env, env.theta_star)
+  logit = reward[:, :, None] - reward[:, None, :]
+  entropy = -jax.nn.sigmoid(logit) * jax.nn.log_sigmoid(logit) - jax.nn.sigmoid(-logit) * jax.nn.log_sigmoid(-logit)
+  weight = jnp.exp(behaviour_logp[:, :, None] + behaviour_logp[:, None, :])
+  return env.context_probs @ jnp.sum(jnp.where(weight > 0, weight * entropy, 0.0), axis=(1, 2))
+
+
+def population_dpo_minimizer(env, behaviour_logp, uncovered_logits, *, bonus=None, bonus_scale=0.0):
+  """One member of the minimizers of population_dpo_loss (Appendix E.1): on supp(pi_off) the logits are
+  log pi0 + (r* - bonus_scale * Gamma) / eta, so pi ∝ pi* there (∝ the Option II policy with a bonus);
+  on Omega_x = the actions outside supp(pi_off) they are `uncovered_logits`, arbitrary. Returns logp."""
+  penalty = 0.0 if bonus is None else bonus_scale * bonus
+  covered = env.ref_logp + (bandit.rewards(env, env.theta_star) - penalty) / env.eta
+  return jax.nn.log_softmax(jnp.where(behaviour_logp > -jnp.inf, covered, uncovered_logits), -1)
+
+
+def fit_population_dpo(env, behaviour_logp, init_logits, *, bonus=None, bonus_scale=0.0, max_iter=100,
+                       tol=1e-9):
+  """Minimizes population_dpo_loss over tabular logits by L-BFGS (optax) from `init_logits` [X, K],
+  until the gradient norm is <= tol (1e-9 leaves a loss gap ~1e-15; L-BFGS's curvature pairs degenerate past that point) or max_iter.
+
+  The loss never sees actions outside supp(pi_off): their gradient is 0, so their logits stay at the
+  initialization and the mass they end up with depends on it alone (Appendix E.1). Returns logp.
+  """
+  _checks.check_positive_int("max_iter", max_iter)
+  loss_fn = lambda logits: population_dpo_loss(env, logits, behaviour_logp, bonus=bonus, bonus_scale=bonus_scale)
+  opt = optax.lbfgs()
+  value_and_grad = optax.value_and_grad_from_state(loss_fn)
+
+  def step(carry):
+    logits, state, _, it = carry
+    value, grad = value_and_grad(logits, state=state)
+    updates, state = opt.update(grad, state, logits, value=value, grad=grad, value_fn=loss_fn)
+    return optax.apply_updates(logits, updates), state, jnp.linalg.norm(grad), it + 1
+
+  not_done = lambda carry: (carry[2] > tol) & (carry[3] < max_iter)
+  init = (init_logits, opt.init(init_logits), jnp.asarray(jnp.inf, init_logits.dtype), jnp.int32(0))
+  logits, _, _, _ = jax.lax.while_loop(not_done, step, init)
+  return jax.nn.log_softmax(logits, -1)

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from bandit_sim import experiment
+from bandit_sim import experiment, rejection_experiment
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEST_COMMAND = 'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" && python -m pytest'
@@ -25,14 +25,21 @@ def test_readme_commands_are_the_ones_ci_runs():
 
 def test_experiment_cli_writes_complete_results(tmp_path):
   results = experiment.main(["--quick", "--seeds", "8", "--out", str(tmp_path), "--quiet"])
-  names = ["core", "hybrid", "offline", "online", "regret"]
-  assert sorted(os.listdir(tmp_path)) == names + ["summary.md"]
-  for name in names:  # no temp files left behind
-    assert sorted(os.listdir(tmp_path / name)) == [f"{name}.png", "summary.json", "summary.md"]
+  figures = {"core": ["core.png"], "coverage": ["coverage.png"], "gibbs": ["figure1.png"], "hybrid": ["hybrid.png"],
+             "offline": ["offline.png"], "online": ["online.png"], "regret": ["regret.png"],
+             "rejection": ["best_of_n.png", "rejection.png"]}
+  assert sorted(os.listdir(tmp_path)) == sorted(figures) + ["summary.md"]
+  for name, pngs in figures.items():  # no temp files left behind
+    assert sorted(os.listdir(tmp_path / name)) == pngs + ["summary.json", "summary.md"]
   saved = json.loads((tmp_path / "core" / "summary.json").read_text())
   assert saved["core"]["mle"]["sizes"] == results["core"]["mle"]["sizes"]
   assert np.all(np.isfinite(saved["core"]["mle"]["mean_l2_error"]))
-  assert saved["core"]["best_of_n"]["bound_holds"]
+  rejection = json.loads((tmp_path / "rejection" / "summary.json").read_text())["rejection"]
+  assert rejection["best_of_n"]["bound_holds"]
+  assert set(rejection["pseudo_labelling"]["methods"]) == set(rejection_experiment.METHODS)
+  assert json.loads((tmp_path / "coverage" / "summary.json").read_text())["coverage"]["max_loss_gap"] < 1e-8
+  gibbs = json.loads((tmp_path / "gibbs" / "summary.json").read_text())["gibbs"]
+  assert max(p["max_abs_difference_over_max_density"] for p in gibbs["panels"]) < 1e-6
   offline = json.loads((tmp_path / "offline" / "summary.json").read_text())["offline"]
   assert set(offline["coverage"]) == {"pi0", "covers_pi_star", "misses_pi_star"}
   assert len(offline["theorem_3_1"]["pi0"]["per_seed"]["lhs_two"]) == 8
@@ -40,7 +47,9 @@ def test_experiment_cli_writes_complete_results(tmp_path):
   assert set(online["equal_budget"]) >= {"uncertainty", "reference", "random_pairs", "offline_pi0"}
   assert len(json.loads((tmp_path / "regret" / "summary.json").read_text())["regret"]["uncertainty"]["Reg"]["mean"]) == 3
   table = (tmp_path / "summary.md").read_text()
-  assert table.count("\n| core |") == 6 and table.count("\n| offline |") >= 15
+  assert table.count("\n| gibbs |") == 2 and table.count("\n| coverage |") == 6
+  assert table.count("\n| rejection |") == 14
+  assert table.count("\n| core |") == 3 and table.count("\n| offline |") >= 15
   assert table.count("\n| online |") == 7 and table.count("\n| hybrid |") == 5 and table.count("\n| regret |") == 3
 
 
