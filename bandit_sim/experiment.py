@@ -13,8 +13,8 @@ import os
 import sys
 import time
 
-from bandit_sim import (core_experiment, coverage_experiment, io, offline_experiment, online_experiment,
-                        rejection_experiment)
+from bandit_sim import (core_experiment, coverage_experiment, io, nash_experiment, offline_experiment,
+                        online_experiment, rejection_experiment)
 
 # XLA's CPU concurrency-optimized scheduler (jax 0.10.2) stalls, every thread idle, on some large vmaps:
 # the RSO pipeline over 50 seeds never finished, and ran 200 seeds in 10 s with the scheduler off.
@@ -31,7 +31,7 @@ def avoid_cpu_scheduler_stall():
 EXPERIMENTS = {"core": core_experiment.run, "offline": offline_experiment.run, "online": online_experiment.run_online,
                "hybrid": online_experiment.run_hybrid, "regret": online_experiment.run_regret,
                "gibbs": rejection_experiment.run_gibbs, "rejection": rejection_experiment.run_rejection,
-               "coverage": coverage_experiment.run}
+               "coverage": coverage_experiment.run, "nash": nash_experiment.run}
 
 
 def parse_args(argv):

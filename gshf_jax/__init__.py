@@ -8,7 +8,7 @@ multi-step RSO, best-of-n), nash (the KL-regularized preference game).
 from gshf_jax import gibbs, losses, nash, preference, rejection, uncertainty
 from gshf_jax.gibbs import gibbs_logprobs, kl, regularized_value
 from gshf_jax.losses import dpo_loss, hinge_loss, ipo_loss, reward_loss
-from gshf_jax.nash import best_response, duality_gap, game_value, nash_equilibrium
+from gshf_jax.nash import best_response, duality_gap, game_value, nash_equilibrium, saddle_point
 from gshf_jax.preference import bt_log_likelihood, bt_mle, gamma
 from gshf_jax.rejection import (acceptance_rate, best_of_n_kl_bound, best_of_n_logprobs, multistep_etas,
                                 rso_pairs, rso_rejection_sample)

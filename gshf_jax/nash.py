@@ -105,18 +105,36 @@ def default_nash_tol(dtype):
   return 1e-10 if jnp.finfo(dtype).bits >= 64 else 1e-6
 
 
-def nash_equilibrium(ref_logp, pref, eta, *, tol=None, max_iter=100_000):
-  """The symmetric Nash equilibrium pi* ∝ pi0 exp(P pi* / eta) of the KL-regularized game.
-
-  Predictive-update extragradient for entropy-regularized matrix games (Cen, Wei & Chi 2021), run on the
-  symmetric game with one policy (both players' iterates coincide by symmetry), step alpha = 1/(eta + 1):
+def extragradient_step(logp, ref_logp, pref, eta, alpha):
+  """One predictive-update extragradient step of the symmetric game (Cen, Wei & Chi 2021, Eq. (14)):
 
     pi_bar  ∝ pi_t^(1 - alpha eta) pi0^(alpha eta) exp(alpha P pi_t)
     pi_t+1  ∝ pi_t^(1 - alpha eta) pi0^(alpha eta) exp(alpha P pi_bar)
 
-  KL(pi* || pi_t) contracts by at least 1/(1 + eta) per step (their Theorem 1, with ||P - 1/2||_max <=
-  1/2), so it converges for every eta > 0, at a rate that slows as eta -> 0 (where the plain
-  best-response iteration cycles). Stops when every context's duality gap is <= tol.
+  Args:
+    logp, ref_logp: [..., K] pi_t and log pi0.
+    pref: [..., K, K].
+    eta: > 0.
+    alpha: step size, 0 < alpha <= 1 / (eta + 1) for the contraction of nash_equilibrium.
+
+  Returns:
+    [..., K] log pi_t+1.
+  """
+  def mirror_step(logp_play):
+    return jax.nn.log_softmax((1.0 - alpha * eta) * logp + alpha * eta * ref_logp
+                              + alpha * _preferred_over(pref, logp_play), axis=-1)
+
+  return mirror_step(mirror_step(logp))
+
+
+def nash_equilibrium(ref_logp, pref, eta, *, tol=None, max_iter=100_000):
+  """The symmetric Nash equilibrium pi* ∝ pi0 exp(P pi* / eta) of the KL-regularized game.
+
+  Predictive-update extragradient for entropy-regularized matrix games (Cen, Wei & Chi 2021), run on the
+  symmetric game with one policy (both players' iterates coincide by symmetry), step alpha = 1/(eta + 1)
+  (extragradient_step). KL(pi* || pi_t) contracts by at least 1/(1 + eta) per step (their Theorem 1, with
+  ||P - 1/2||_max <= 1/2), so it converges for every eta > 0, at a rate that slows as eta -> 0 (where the
+  plain best-response iteration cycles). Stops when every context's duality gap is <= tol.
 
   Args:
     ref_logp: [..., K] log pi0.
@@ -134,18 +152,13 @@ def nash_equilibrium(ref_logp, pref, eta, *, tol=None, max_iter=100_000):
   pref = jnp.asarray(pref, ref_logp.dtype)
   tol = default_nash_tol(ref_logp.dtype) if tol is None else tol
   alpha = 1.0 / (eta + 1.0)
-  keep = 1.0 - alpha * eta
-
-  def mirror_step(logp, logp_play):
-    return jax.nn.log_softmax(keep * logp + alpha * eta * ref_logp
-                              + alpha * _preferred_over(pref, logp_play), axis=-1)
 
   def gap_of(logp):
     return jnp.max(duality_gap(logp, ref_logp, pref, eta, per_context=True))
 
   def step(state):
     logp, it, _ = state
-    new = mirror_step(logp, mirror_step(logp, logp))
+    new = extragradient_step(logp, ref_logp, pref, eta, alpha)
     return new, it + 1, gap_of(new)
 
   def keep_going(state):
@@ -155,3 +168,75 @@ def nash_equilibrium(ref_logp, pref, eta, *, tol=None, max_iter=100_000):
   start = jax.nn.log_softmax(ref_logp, axis=-1)
   logp, _, _ = jax.lax.while_loop(keep_going, step, (start, jnp.int32(0), gap_of(start)))
   return logp, duality_gap(logp, ref_logp, pref, eta)
+
+
+def saddle_point_gap(logp1, logp2, ref_logp, payoff, eta):
+  """max_{pi} J(pi, pi2) - min_{pi} J(pi1, pi) per context for a general payoff matrix M [..., K, K]
+  (J(pi1, pi2) = pi1^T M pi2 - eta KL(pi1 || pi0) + eta KL(pi2 || pi0)). By Lemma 2.4,
+  max_pi J(pi, pi2) = eta log E_pi0 exp(M pi2 / eta) + eta KL(pi2 || pi0) and
+  min_pi J(pi1, pi) = -eta log E_pi0 exp(-M^T pi1 / eta) - eta KL(pi1 || pi0).
+
+  Returns:
+    [...] gaps >= 0, zero exactly at the saddle point.
+  """
+  up = jax.nn.logsumexp(ref_logp + jnp.einsum("...ab,...b->...a", payoff, jnp.exp(logp2)) / eta, axis=-1)
+  down = jax.nn.logsumexp(ref_logp - jnp.einsum("...ab,...a->...b", payoff, jnp.exp(logp1)) / eta, axis=-1)
+  return eta * (up + down + kl(logp1, ref_logp) + kl(logp2, ref_logp))
+
+
+def saddle_point(ref_logp, payoff, eta, *, tol=None, max_iter=100_000):
+  """The saddle point (pi1, pi2) of max_{pi1} min_{pi2} pi1^T M pi2 - eta KL(pi1 || pi0) + eta KL(pi2 || pi0)
+  for a general payoff M [..., K, K] (no symmetry needed: e.g. a pessimistic preference estimate).
+
+  The two-player predictive-update extragradient of Cen, Wei & Chi (2021), step
+  alpha = 1 / (eta + max M - min M) (their condition with ||M - c||_max, c the mid-range):
+
+    pi1_bar ∝ pi1^(1-alpha eta) pi0^(alpha eta) exp(alpha M pi2),   pi2_bar ∝ ... exp(-alpha M^T pi1)
+    pi1'    ∝ pi1^(1-alpha eta) pi0^(alpha eta) exp(alpha M pi2_bar), pi2' ∝ ... exp(-alpha M^T pi1_bar)
+
+  It converges linearly for every eta > 0; stops when every context's saddle_point_gap is <= tol.
+  pi1 is the max-player's max-min policy: argmax_{pi1} min_{pi2} J(pi1, pi2).
+
+  Args:
+    ref_logp: [..., K] log pi0.
+    payoff: [..., K, K] M.
+    eta: > 0.
+    tol: gap tolerance (default 1e-10 in float64, 1e-6 in float32).
+    max_iter: maximum iterations (static).
+
+  Returns:
+    (logp1 [..., K], logp2 [..., K], gap [...]): the policies and each context's gap.
+  """
+  _checks.check_positive("eta", eta)
+  _checks.check_positive_int("max_iter", max_iter)
+  shape = np.shape(payoff)
+  if len(shape) < 2 or shape[-1] != shape[-2] or np.shape(ref_logp) != shape[:-1]:
+    raise ValueError(f"payoff must have shape [..., K, K] and ref_logp [..., K]; got payoff {list(shape)}, "
+                     f"ref_logp {list(np.shape(ref_logp))}")
+  ref_logp = jnp.asarray(ref_logp)
+  payoff = jnp.asarray(payoff, ref_logp.dtype)
+  tol = default_nash_tol(ref_logp.dtype) if tol is None else tol
+  alpha = 1.0 / (eta + jnp.max(payoff) - jnp.min(payoff))
+
+  def mirror(logp, push):
+    return jax.nn.log_softmax((1.0 - alpha * eta) * logp + alpha * eta * ref_logp + alpha * push, axis=-1)
+
+  def push1(logp2):
+    return jnp.einsum("...ab,...b->...a", payoff, jnp.exp(logp2))
+
+  def push2(logp1):
+    return -jnp.einsum("...ab,...a->...b", payoff, jnp.exp(logp1))
+
+  def step(state):
+    logp1, logp2, it, _ = state
+    bar1, bar2 = mirror(logp1, push1(logp2)), mirror(logp2, push2(logp1))
+    new1, new2 = mirror(logp1, push1(bar2)), mirror(logp2, push2(bar1))
+    return new1, new2, it + 1, jnp.max(saddle_point_gap(new1, new2, ref_logp, payoff, eta))
+
+  def keep_going(state):
+    return (state[3] > tol) & (state[2] < max_iter)
+
+  start = jax.nn.log_softmax(ref_logp, axis=-1)
+  init = (start, start, jnp.int32(0), jnp.max(saddle_point_gap(start, start, ref_logp, payoff, eta)))
+  logp1, logp2, _, _ = jax.lax.while_loop(keep_going, step, init)
+  return logp1, logp2, saddle_point_gap(logp1, logp2, ref_logp, payoff, eta)

@@ -27,7 +27,7 @@ def test_experiment_cli_writes_complete_results(tmp_path):
   results = experiment.main(["--quick", "--seeds", "8", "--out", str(tmp_path), "--quiet"])
   figures = {"core": ["core.png"], "coverage": ["coverage.png"], "gibbs": ["figure1.png"], "hybrid": ["hybrid.png"],
              "offline": ["offline.png"], "online": ["online.png"], "regret": ["regret.png"],
-             "rejection": ["best_of_n.png", "rejection.png"]}
+             "rejection": ["best_of_n.png", "rejection.png"], "nash": ["nash.png"]}
   assert sorted(os.listdir(tmp_path)) == sorted(figures) + ["summary.md"]
   for name, pngs in figures.items():  # no temp files left behind
     assert sorted(os.listdir(tmp_path / name)) == pngs + ["summary.json", "summary.md"]
@@ -46,9 +46,13 @@ def test_experiment_cli_writes_complete_results(tmp_path):
   online = json.loads((tmp_path / "online" / "summary.json").read_text())["online"]
   assert set(online["equal_budget"]) >= {"uncertainty", "reference", "random_pairs", "offline_pi0"}
   assert len(json.loads((tmp_path / "regret" / "summary.json").read_text())["regret"]["uncertainty"]["Reg"]["mean"]) == 3
+  nash = json.loads((tmp_path / "nash" / "summary.json").read_text())["nash"]
+  assert set(nash["online"]["uncertainty_minus"]) == {"reference", "random_pairs", "offline"}
+  assert len(nash["offline"]["pi0"]["gap"]) == len(nash["offline"]["betas"]) + 1
+  assert nash["online"]["min_enhancer_slack"] >= -1e-9
   table = (tmp_path / "summary.md").read_text()
   assert table.count("\n| gibbs |") == 2 and table.count("\n| coverage |") == 6
-  assert table.count("\n| rejection |") == 14
+  assert table.count("\n| rejection |") == 14 and table.count("\n| nash |") == 13
   assert table.count("\n| core |") == 3 and table.count("\n| offline |") >= 15
   assert table.count("\n| online |") == 7 and table.count("\n| hybrid |") == 5 and table.count("\n| regret |") == 3
 

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from gshf_jax import best_response, duality_gap, game_value, kl, nash_equilibrium
+from scipy.optimize import minimize
+
+from gshf_jax import best_response, duality_gap, game_value, kl, nash_equilibrium, saddle_point
+from gshf_jax.nash import saddle_point_gap
 
 
 def random_game(rng, x, k):
@@ -105,3 +108,53 @@ def test_duality_gap_is_nonnegative_and_best_response_is_optimal(seed, k, eta):
   br = best_response(pi, ref, pref, eta)
   scale = 1e-10 * (1 + eta)
   assert float(game_value(other, pi, ref, pref, eta)) <= float(game_value(br, pi, ref, pref, eta)) + scale
+
+
+def scipy_max_min(ref, payoff, eta):
+  """argmax_{pi1} min_{pi2} J(pi1, pi2) by BFGS on identifiable softmax logits (the first fixed at 0) of
+  the concave value V(pi1) = -eta log E_pi0 exp(-M^T pi1 / eta) - eta KL(pi1 || pi0) (inner min in
+  closed form)."""
+  def policy(z):
+    z = np.concatenate([[0.0], z])
+    p = np.exp(z - z.max())
+    return p / p.sum()
+
+  def neg_value(z):
+    p = policy(z)
+    inner = -payoff.T @ p / eta + ref
+    lse = inner.max() + np.log(np.exp(inner - inner.max()).sum())
+    return eta * lse + eta * np.sum(p * (np.log(p) - ref))
+
+  return policy(minimize(neg_value, ref[1:] - ref[0], method="BFGS", options={"gtol": 1e-12}).x)
+
+
+@pytest.mark.parametrize("eta", [0.1, 1.0])
+def test_saddle_point_of_a_general_payoff_matches_scipy_max_min(eta):
+  rng = np.random.default_rng(7)
+  ref, pref = random_game(rng, 3, 5)
+  payoff = pref - 0.4 * rng.uniform(size=pref.shape)  # no symmetry left: a pessimistic estimate
+  logp1, logp2, gap = saddle_point(ref, payoff, eta, tol=1e-15)  # the gap is quadratic in the distance
+  assert np.max(gap) <= 1e-15
+  for x in range(3):
+    np.testing.assert_allclose(np.exp(logp1[x]), scipy_max_min(ref[x], payoff[x], eta), atol=2e-7)
+    # The min-player's policy is its best response to pi1: pi2 ∝ pi0 exp(-M^T pi1 / eta).
+    br2 = ref[x] - payoff[x].T @ np.exp(logp1[x]) / eta
+    np.testing.assert_allclose(np.exp(logp2[x]), np.exp(br2 - br2.max()) / np.exp(br2 - br2.max()).sum(),
+                               atol=1e-7)
+
+
+def test_saddle_point_of_a_symmetric_game_is_the_nash_equilibrium():
+  ref, pref = random_game(np.random.default_rng(8), 4, 6)
+  logp1, logp2, _ = saddle_point(ref, pref, 0.2, tol=1e-15)
+  ne, _ = nash_equilibrium(ref, pref, 0.2, tol=1e-15)
+  np.testing.assert_allclose(logp1, ne, atol=1e-7)
+  np.testing.assert_allclose(logp2, ne, atol=1e-7)
+  np.testing.assert_allclose(saddle_point_gap(ne, ne, ref, pref, 0.2),
+                             duality_gap(ne, ref, pref, 0.2, per_context=True), atol=1e-12)
+
+
+def test_saddle_point_rejects_bad_shapes():
+  with pytest.raises(ValueError, match="payoff"):
+    saddle_point(np.zeros(3), np.zeros((3, 4)), 0.1)
+  with pytest.raises(ValueError, match="eta"):
+    saddle_point(np.zeros(3), np.zeros((3, 3)), 0.0)
