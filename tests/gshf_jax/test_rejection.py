@@ -144,13 +144,12 @@ def test_acceptance_rate_worked_example_and_multistep_path():
   reward = rng.uniform(0, 1, size=(20, 8))
   eta = 0.1
   etas = np.asarray(multistep_etas(eta, math.ceil(1 / eta) + 1))
-  previous = ref
+  previous, inverse_previous = ref, 0.0  # 1 / eta_0 = 0: the first step proposes from pi0
   for eta_i in etas:
     # Step i proposes from pi0 exp(r / eta_{i-1}) and tilts by r (1/eta_i - 1/eta_{i-1}).
-    inv_prev = 0.0 if previous is ref else 1 / prev_eta
-    step = acceptance_rate(previous, reward, 1 / (1 / eta_i - inv_prev))
+    step = acceptance_rate(previous, reward, 1 / (1 / eta_i - inverse_previous))
     assert np.all(step >= math.exp(-1))
-    previous, prev_eta = gibbs_logprobs(ref, reward, eta_i), eta_i
+    previous, inverse_previous = gibbs_logprobs(ref, reward, eta_i), 1 / eta_i
   np.testing.assert_allclose(previous, gibbs_logprobs(ref, reward, eta), atol=1e-12)
 
 
