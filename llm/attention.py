@@ -1,0 +1,101 @@
+"""Attention shared by the model families: masks from padding, causality and a sliding window, an
+explicit KV cache for decoding, and `jax.nn.dot_product_attention` (cuDNN flash attention on GPU).
+
+Shapes: B batch, T new tokens, S key slots (T without a cache, the cache length with one), N query heads,
+K key/value heads (N % K == 0, grouped-query attention), H head dim, L layers.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class KVCache(NamedTuple):
+  """Keys and values of every layer for S slots, filled left to right (prompts are left-padded, so every
+  sequence of the batch writes the same slot at each step)."""
+  key: jax.Array  # [L, B, S, K, H]
+  value: jax.Array  # [L, B, S, K, H]
+  valid: jax.Array  # [B, S] bool: the slot holds a real (non-padding) token
+  positions: jax.Array  # [B, S] int32 position of the token in each slot
+  index: jax.Array  # scalar int32: the next slot to write
+
+
+def _at(*index):
+  """dynamic_update_slice start indices, all int32 (Python ints would be int64 under jax_enable_x64)."""
+  return tuple(jnp.asarray(i, jnp.int32) for i in index)
+
+
+def init_cache(config, batch, length, dtype=None):
+  """An empty KVCache with `length` slots."""
+  shape = (config.num_layers, batch, length, config.num_kv_heads, config.head_dim)
+  dtype = config.compute_dtype if dtype is None else dtype
+  return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch, length), bool),
+                 jnp.zeros((batch, length), jnp.int32), jnp.zeros((), jnp.int32))
+
+
+def positions_from_mask(attention_mask):
+  """Token positions counting only real tokens: cumsum(mask) - 1, clipped at 0, [B, T] (so a
+  left-padded prompt starts at position 0, as transformers' generate does)."""
+  return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1, dtype=jnp.int32) - 1, 0)
+
+
+def attention_mask_4d(q_positions, k_positions, k_valid, q_slots, k_slots, window):
+  """[B, 1, T, S] bool: key s is visible to query t iff it is a real token, not after t (slot order),
+  and, with a sliding window w, q_position - k_position < w."""
+  visible = (k_slots[None, None, :] <= q_slots[None, :, None]) & k_valid[:, None, :]
+  if window is not None:
+    visible &= (q_positions[:, :, None] - k_positions[:, None, :]) < window
+  return visible[:, None]
+
+
+def attend(q, k, v, mask, scale):
+  """softmax(q k^T * scale + mask) v, q [B, T, N, H], k, v [B, S, K, H], mask [B, 1, T, S] -> [B, T, N, H]."""
+  return jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask, scale=scale)
+
+
+class LayerContext(NamedTuple):
+  """What every layer needs besides its input: the mask and positions, and the cache slot to write."""
+  positions: jax.Array  # [B, T]
+  mask: jax.Array  # [B, 1, T, S]
+  cache_index: jax.Array | None  # scalar: where the T new keys go, None without a cache
+
+
+def layer_context(config, attention_mask, positions, cache):
+  """The LayerContext of a forward pass over T new tokens (attention_mask [B, T] of the new tokens)."""
+  t = attention_mask.shape[1]
+  if cache is None:
+    slots = jnp.arange(t, dtype=jnp.int32)
+    return LayerContext(positions, attention_mask_4d(positions, positions, attention_mask, slots, slots,
+                                                     config.sliding_window), None)
+  k_valid = jax.lax.dynamic_update_slice(cache.valid, attention_mask, _at(0, cache.index))
+  k_positions = jax.lax.dynamic_update_slice(cache.positions, positions, _at(0, cache.index))
+  mask = attention_mask_4d(positions, k_positions, k_valid, cache.index + jnp.arange(t, dtype=jnp.int32),
+                           jnp.arange(cache.valid.shape[1], dtype=jnp.int32), config.sliding_window)
+  return LayerContext(positions, mask, cache.index)
+
+
+def update_cache(cache, keys, values, attention_mask, positions):
+  """The cache after T new tokens: keys/values [L, B, T, K, H] written at cache.index."""
+  at = cache.index
+  return KVCache(jax.lax.dynamic_update_slice(cache.key, keys.astype(cache.key.dtype), _at(0, 0, at, 0, 0)),
+                 jax.lax.dynamic_update_slice(cache.value, values.astype(cache.value.dtype), _at(0, 0, at, 0, 0)),
+                 jax.lax.dynamic_update_slice(cache.valid, attention_mask, _at(0, at)),
+                 jax.lax.dynamic_update_slice(cache.positions, positions, _at(0, at)),
+                 at + attention_mask.shape[1])
+
+
+def cached_keys_values(layer_cache, k, v, cache_index):
+  """The S keys and values a layer attends over: its cache with the T new ones written at cache_index."""
+  if layer_cache is None:
+    return k, v
+  cache_k, cache_v = layer_cache
+  k_all = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), _at(0, cache_index, 0, 0))
+  v_all = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), _at(0, cache_index, 0, 0))
+  return k_all, v_all
+
+
+def last_token_index(attention_mask):
+  """Index of each row's last real token, [B] (the position a sequence-classification head reads)."""
+  t = attention_mask.shape[-1]
+  return jnp.argmax(jnp.where(attention_mask.astype(bool), jnp.arange(t), -1), axis=-1)

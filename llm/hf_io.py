@@ -1,0 +1,199 @@
+"""HF checkpoint I/O: a local folder with config.json and safetensors (one file, or shards with
+model.safetensors.index.json) <-> llm.model.Transformer. Never pickle.
+
+The mapping from HF tensor names to our parameter paths is one table per family (`param_table`); linear
+weights are stored [out, in] by transformers (torch.nn.Linear) and [in, out] here, GPT-2's Conv1D
+weights are [in, out] in both.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from llm import model_config
+from llm.model import Transformer
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+# Buffers some checkpoints carry that are not parameters (old GPT-2 attention masks, rotary caches).
+IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
+
+
+def param_table(config):
+  """{HF tensor name: (our parameter path, transpose)} for every parameter of the model."""
+  table = {}
+  if config.family == "gpt2":
+    prefix = "transformer."
+    table[prefix + "wte.weight"] = (("embed", "embedding"), False)
+    table[prefix + "wpe.weight"] = (("position_embed", "embedding"), False)
+    for i in range(config.num_layers):
+      hf, ours = f"{prefix}h.{i}.", ("blocks", i)
+      for hf_name, our_name in (("ln_1", "ln_1"), ("ln_2", "ln_2")):
+        table[f"{hf}{hf_name}.weight"] = ((*ours, our_name, "scale"), False)
+        table[f"{hf}{hf_name}.bias"] = ((*ours, our_name, "bias"), False)
+      for hf_name, our_name in (("attn.c_attn", "c_attn"), ("attn.c_proj", "c_proj"), ("mlp.c_fc", "c_fc"),
+                                ("mlp.c_proj", "mlp_c_proj")):
+        table[f"{hf}{hf_name}.weight"] = ((*ours, our_name, "kernel"), False)  # Conv1D: [in, out]
+        table[f"{hf}{hf_name}.bias"] = ((*ours, our_name, "bias"), False)
+    table[prefix + "ln_f.weight"] = (("final_norm", "scale"), False)
+    table[prefix + "ln_f.bias"] = (("final_norm", "bias"), False)
+  else:
+    prefix = "model."
+    table[prefix + "embed_tokens.weight"] = (("embed", "embedding"), False)
+    for i in range(config.num_layers):
+      hf, ours = f"{prefix}layers.{i}.", ("blocks", i)
+      table[f"{hf}input_layernorm.weight"] = ((*ours, "input_norm", "scale"), False)
+      table[f"{hf}post_attention_layernorm.weight"] = ((*ours, "post_norm", "scale"), False)
+      for name, bias in (("q_proj", config.qkv_bias), ("k_proj", config.qkv_bias), ("v_proj", config.qkv_bias),
+                         ("o_proj", config.out_bias)):
+        table[f"{hf}self_attn.{name}.weight"] = ((*ours, name, "kernel"), True)
+        if bias:
+          table[f"{hf}self_attn.{name}.bias"] = ((*ours, name, "bias"), False)
+      for name in ("gate_proj", "up_proj", "down_proj"):
+        table[f"{hf}mlp.{name}.weight"] = ((*ours, name, "kernel"), True)
+        if config.mlp_bias:
+          table[f"{hf}mlp.{name}.bias"] = ((*ours, name, "bias"), False)
+    table[prefix + "norm.weight"] = (("final_norm", "scale"), False)
+  if config.num_labels is not None:
+    table["score.weight"] = (("score", "kernel"), True)
+  elif not config.tie_word_embeddings:
+    table["lm_head.weight"] = (("lm_head", "kernel"), True)
+  return table
+
+
+def tensor_files(path):
+  """{tensor name: safetensors file} of a checkpoint folder (single file or sharded index)."""
+  index = os.path.join(path, INDEX_FILE)
+  if os.path.exists(index):
+    with open(index) as f:
+      weight_map = json.load(f)["weight_map"]
+    return {name: os.path.join(path, file) for name, file in weight_map.items()}
+  single = os.path.join(path, SINGLE_FILE)
+  if not os.path.exists(single):
+    found = sorted(os.listdir(path)) if os.path.isdir(path) else "not a folder"
+    raise ValueError(f"{path}: no {SINGLE_FILE} or {INDEX_FILE} (found {found}); only safetensors "
+                     "checkpoints are read, never pickle (.bin)")
+  from safetensors import safe_open
+  with safe_open(single, framework="numpy") as f:
+    return {name: single for name in f.keys()}
+
+
+def load_hf_checkpoint(path, dtype="float32", mesh=None, rules=None, **config_overrides):
+  """(model, config) from a local HF folder.
+
+  Args:
+    path: folder with config.json and safetensors weights.
+    dtype: parameter and compute dtype ("float32" or "bfloat16"); overrides via config_overrides
+      (e.g. param_dtype="float32", dtype="bfloat16", remat=True).
+    mesh: optional jax.sharding.Mesh: each tensor is read slice by slice straight onto its shards
+      (llm.sharding's logical rules), never as a full copy per device.
+    rules: logical-axis rules for the mesh (default llm.sharding.DEFAULT_RULES).
+
+  Raises:
+    ValueError: unsupported architecture, missing or unexpected tensors, shape mismatches.
+  """
+  import transformers
+  from safetensors import safe_open
+
+  config_file = os.path.join(path, "config.json")
+  if not os.path.exists(config_file):
+    raise ValueError(f"{path}: no config.json")
+  hf_config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+  config = model_config.from_hf(hf_config, **{"dtype": dtype, "param_dtype": dtype, **config_overrides})
+  abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(abstract)
+  flat = dict(nnx.to_flat_state(state))
+  table = param_table(config)
+  files = tensor_files(path)
+  names = set(files)
+  missing = sorted(set(table) - names)
+  unexpected = sorted(n for n in names - set(table) if not n.endswith(IGNORED_SUFFIXES)
+                      and not (config.tie_word_embeddings and n == "lm_head.weight"))
+  if missing or unexpected:
+    raise ValueError(f"{path}: checkpoint does not match {config.model_type} "
+                     f"({hf_config.architectures}): missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
+                     f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}")
+  if mesh is not None:
+    from llm import sharding
+    shardings = sharding.param_shardings(abstract, mesh, rules)
+    flat_shardings = dict(nnx.to_flat_state(shardings))
+  handles = {file: safe_open(file, framework="numpy") for file in set(files.values())}
+  try:
+    for name, (our_path, transpose) in table.items():
+      variable = flat[our_path]
+      target = variable.get_value()
+      tensor = handles[files[name]].get_slice(name)
+      shape = tuple(tensor.get_shape())
+      expected = target.shape[::-1] if transpose else target.shape
+      if shape != tuple(expected):
+        raise ValueError(f"{path}: tensor {name} has shape {list(shape)}, expected {list(expected)} for "
+                         f"{'.'.join(map(str, our_path))}")
+
+      def read(index, tensor=tensor, transpose=transpose, dtype=target.dtype):
+        index = tuple(index) + (slice(None),) * (len(shape) - len(index))
+        block = tensor[index[::-1]].T if transpose else tensor[index]
+        return np.asarray(block).astype(dtype)
+
+      if mesh is None:
+        variable.set_value(jnp.asarray(read(())))
+      else:
+        sharding_of = flat_shardings[our_path].get_value()
+        variable.set_value(jax.make_array_from_callback(target.shape, sharding_of, read))
+  finally:
+    handles.clear()
+  model = nnx.merge(graphdef, nnx.from_flat_state(flat))
+  return model, config
+
+
+def save_hf_checkpoint(model, path, *, max_shard_bytes=None):
+  """Write `model` as an HF folder (config.json + safetensors, sharded above max_shard_bytes) that
+  transformers' AutoModelForCausalLM / AutoModelForSequenceClassification loads. Atomic: written to a
+  temporary folder next to `path`, then renamed over it."""
+  from safetensors.numpy import save_file
+
+  config = model.config
+  flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+  tensors = {}
+  for name, (our_path, transpose) in param_table(config).items():
+    value = np.asarray(jax.device_get(flat[our_path].get_value()))
+    tensors[name] = np.ascontiguousarray(value.T if transpose else value)
+  parent = os.path.dirname(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-hf-")
+  try:
+    model_config.to_hf(config).save_pretrained(tmp)
+    shards = [[]]
+    size = 0
+    for name, value in tensors.items():
+      if max_shard_bytes and shards[-1] and size + value.nbytes > max_shard_bytes:
+        shards.append([])
+        size = 0
+      shards[-1].append(name)
+      size += value.nbytes
+    if len(shards) == 1:
+      save_file(tensors, os.path.join(tmp, SINGLE_FILE), metadata={"format": "pt"})
+    else:
+      weight_map = {}
+      for i, names in enumerate(shards):
+        file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file({n: tensors[n] for n in names}, os.path.join(tmp, file), metadata={"format": "pt"})
+        weight_map.update({n: file for n in names})
+      total = sum(v.nbytes for v in tensors.values())
+      with open(os.path.join(tmp, INDEX_FILE), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    if os.path.exists(path):
+      old = tempfile.mkdtemp(dir=parent, prefix=".old-hf-")
+      os.replace(path, os.path.join(old, "x"))
+      os.replace(tmp, path)
+      shutil.rmtree(old)
+    else:
+      os.replace(tmp, path)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise

@@ -1,0 +1,26 @@
+"""Small layers shared by the families, with logical axis names on every parameter (mapped to mesh axes by
+llm.sharding's rules): Linear (kernel [in, out]) and LayerNorm."""
+
+from flax import nnx
+
+INIT_STD = 0.02  # transformers' initializer_range default
+
+
+def annotated(init, names):
+  """`init` whose parameter carries the logical axis names `names` (placed later by llm.sharding, not
+  at creation)."""
+  return nnx.with_partitioning(init, names, eager_sharding=False)
+
+
+def linear(n_in, n_out, names, *, bias, config, rngs):
+  """nnx.Linear with kernel [n_in, n_out] annotated `names` and bias annotated names[-1]."""
+  return nnx.Linear(n_in, n_out, use_bias=bias, dtype=config.compute_dtype, param_dtype=config.weight_dtype,
+                    kernel_init=annotated(nnx.initializers.normal(INIT_STD), names),
+                    bias_init=annotated(nnx.initializers.zeros, names[-1:]), rngs=rngs)
+
+
+def layer_norm(config, *, rngs):
+  return nnx.LayerNorm(config.hidden_size, epsilon=config.norm_eps, dtype=config.compute_dtype,
+                       param_dtype=config.weight_dtype,
+                       scale_init=annotated(nnx.initializers.ones, ("norm",)),
+                       bias_init=annotated(nnx.initializers.zeros, ("norm",)), rngs=rngs)

@@ -1,0 +1,97 @@
+"""Decoder-only transformers in Flax NNX: `Transformer(config, rngs=...)` for every family in
+llm.model_config (the family's block from llm.llama or llm.gpt2).
+
+Calling convention: `model(input_ids [B, T] int32, attention_mask [B, T] | None) -> logits [B, T, V]`
+(a causal LM) or `scores [B, num_labels]` (config.num_labels set: the `*ForSequenceClassification`
+layout, the score of each row's last non-padding token). With `cache=` (llm.attention.KVCache) it returns
+(logits, new cache): the decoding step of llm.sampling.
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from llm import attention, gpt2, llama
+from llm.layers import INIT_STD, annotated
+
+FAMILY_MODULES = {"llama": llama, "gpt2": gpt2}
+
+
+class Transformer(nnx.Module):
+  """Embeddings, config.num_layers blocks, a final norm and an LM head (or the tied embedding, or a score
+  head)."""
+
+  def __init__(self, config, *, rngs):
+    family = FAMILY_MODULES[config.family]
+    self.config = config
+    embed_init = annotated(nnx.initializers.normal(INIT_STD), ("vocab", "embed"))
+    self.embed = nnx.Embed(config.vocab_size, config.hidden_size, dtype=config.compute_dtype,
+                           param_dtype=config.weight_dtype, embedding_init=embed_init, rngs=rngs)
+    if config.family == "gpt2":
+      self.position_embed = nnx.Embed(config.max_position_embeddings, config.hidden_size,
+                                      dtype=config.compute_dtype, param_dtype=config.weight_dtype,
+                                      embedding_init=annotated(nnx.initializers.normal(INIT_STD),
+                                                                           (None, "embed")), rngs=rngs)
+    self.blocks = nnx.List([family.Block(config, rngs=rngs) for _ in range(config.num_layers)])
+    self.final_norm = family.final_norm(config, rngs=rngs)
+    head_init = annotated(nnx.initializers.normal(INIT_STD), ("embed", "vocab"))
+    if config.num_labels is not None:
+      self.score = nnx.Linear(config.hidden_size, config.num_labels, use_bias=False, dtype=config.compute_dtype,
+                              param_dtype=config.weight_dtype,
+                              kernel_init=annotated(nnx.initializers.normal(INIT_STD), ("embed", None)),
+                              rngs=rngs)
+    elif not config.tie_word_embeddings:
+      self.lm_head = nnx.Linear(config.hidden_size, config.vocab_size, use_bias=False, dtype=config.compute_dtype,
+                                param_dtype=config.weight_dtype, kernel_init=head_init, rngs=rngs)
+
+  def hidden_states(self, input_ids, attention_mask=None, *, cache=None):
+    """The final-norm hidden states [B, T, E] (and the new cache when `cache` is given)."""
+    if attention_mask is None:
+      attention_mask = jnp.ones(input_ids.shape, bool)
+    attention_mask = attention_mask.astype(bool)
+    positions = attention.positions_from_mask(attention_mask)
+    if cache is not None:  # continue each row's count from the real tokens already cached
+      cached = cache.valid.sum(-1, keepdims=True, dtype=jnp.int32)
+      positions = jnp.where(attention_mask, positions + cached, 0)
+    ctx = attention.layer_context(self.config, attention_mask, positions, cache)
+    x = self.embed(input_ids)
+    if self.config.family == "gpt2":
+      x = x + self.position_embed(positions)
+    new_keys, new_values = [], []
+    call = type(self.blocks[0]).__call__
+    call = nnx.remat(call) if self.config.remat else call
+    for i, block in enumerate(self.blocks):
+      layer_cache = None if cache is None else (cache.key[i], cache.value[i])
+      x, (k, v) = call(block, x, ctx, layer_cache)
+      new_keys.append(k)
+      new_values.append(v)
+    x = self.final_norm(x)
+    if cache is None:
+      return x
+    return x, attention.update_cache(cache, jnp.stack(new_keys), jnp.stack(new_values), attention_mask, positions)
+
+  def logits(self, hidden):
+    """LM logits [..., V] from hidden states [..., E] (tied: hidden @ embedding^T)."""
+    if self.config.tie_word_embeddings:
+      return self.embed.attend(hidden)
+    return self.lm_head(hidden)
+
+  def __call__(self, input_ids, attention_mask=None, *, cache=None):
+    out = self.hidden_states(input_ids, attention_mask, cache=cache)
+    hidden, new_cache = (out, None) if cache is None else out
+    if self.config.num_labels is not None:
+      mask = jnp.ones(input_ids.shape, bool) if attention_mask is None else attention_mask
+      last = attention.last_token_index(mask)
+      result = self.score(hidden[jnp.arange(hidden.shape[0]), last])
+    else:
+      result = self.logits(hidden)
+    return result if cache is None else (result, new_cache)
+
+
+def init_model(config, seed=0):
+  """A randomly initialized Transformer (normal(0.02) weights, as transformers initializes)."""
+  return Transformer(config, rngs=nnx.Rngs(seed))
+
+
+def param_count(model):
+  return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
