@@ -1,0 +1,77 @@
+"""Sampling throughput: generated tokens/s of llm.sampling.generate (jitted prefill + KV-cache decode) and,
+on CPU, of transformers' generate (KV cache on) for the same weights, prompts and lengths, side by side.
+
+  python benchmarks/llm_sample.py [--hidden 256 --layers 4 --heads 8 --kv-heads 4 --intermediate 768
+                                   --vocab 8192 --batch 8 --prompt 64 --new 128 --runs 3 --no-torch]
+
+Greedy decoding with no stop token, so both generate exactly batch x new tokens. Prints a Markdown row.
+"""
+
+import argparse
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from llm import hf_io, sampling
+
+
+def median_time(fn, runs):
+  fn()
+  times = []
+  for _ in range(runs):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  for name, default in (("hidden", 256), ("layers", 4), ("heads", 8), ("kv-heads", 4), ("intermediate", 768),
+                        ("vocab", 8192), ("batch", 8), ("prompt", 64), ("new", 128), ("runs", 3)):
+    parser.add_argument(f"--{name}", type=int, default=default)
+  parser.add_argument("--no-torch", action="store_true")
+  args = parser.parse_args()
+  import torch
+  import transformers
+  torch.manual_seed(0)
+  hf_config = transformers.LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden,
+                                       intermediate_size=args.intermediate, num_hidden_layers=args.layers,
+                                       num_attention_heads=args.heads, num_key_value_heads=args.kv_heads)
+  torch_model = transformers.LlamaForCausalLM(hf_config).eval()
+  folder = tempfile.mkdtemp()
+  torch_model.save_pretrained(folder)
+  model, _ = hf_io.load_hf_checkpoint(folder)
+  ids = np.random.default_rng(0).integers(1, args.vocab, (args.batch, args.prompt)).astype(np.int32)
+  mask = np.ones_like(ids)
+
+  def ours():
+    out = sampling.generate(model, ids, mask, jax.random.key(0), max_new_tokens=args.new, temperature=0.0)
+    out.tokens.block_until_ready()
+
+  seconds = median_time(ours, args.runs)
+  tokens = args.batch * args.new
+  device = jax.devices()[0]
+  print(f"device: {device.device_kind}, jax {jax.__version__}")
+  print("| model | batch, prompt + new | gshf-jax | tokens/s | transformers generate | tokens/s | speed-up |")
+  print("| --- | --- | --- | --- | --- | --- | --- |")
+  size = f"Llama E={args.hidden} L={args.layers} H={args.heads}/{args.kv_heads} V={args.vocab}"
+  row = f"| {size} | {args.batch}, {args.prompt} + {args.new} | {seconds * 1e3:.0f} ms | {tokens / seconds:,.0f} |"
+  if args.no_torch:
+    print(row + " – | – | – |")
+    return
+  batch, attention = torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
+
+  def theirs():
+    with torch.no_grad():
+      torch_model.generate(input_ids=batch, attention_mask=attention, max_new_tokens=args.new,
+                           min_new_tokens=args.new, do_sample=False, pad_token_id=0, use_cache=True)
+
+  torch_seconds = median_time(theirs, args.runs)
+  print(row + f" {torch_seconds * 1e3:.0f} ms | {tokens / torch_seconds:,.0f} | {torch_seconds / seconds:.2f}x |")
+
+
+if __name__ == "__main__":
+  main()

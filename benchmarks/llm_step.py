@@ -1,0 +1,118 @@
+"""Training-step throughput of a Llama-family model: tokens/s and MFU of forward + backward + AdamW
+(llm.train_step), and on CPU the same model, batch and length in transformers' PyTorch side by side.
+
+  python benchmarks/llm_step.py [--hidden 256 --layers 4 --heads 8 --kv-heads 4 --intermediate 768
+                                 --vocab 8192 --batch 8 --seq 256 --dtype float32 --runs 5 --no-torch]
+
+MFU = model FLOPs per second / the device's peak (PEAK_FLOPS, bf16 dense); model FLOPs per token =
+6 N (N = parameters without the embedding) + 12 L E T (attention scores and values, forward + backward;
+PaLM, Appendix B). Prints Markdown rows for benchmarks/RESULTS.md.
+"""
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from llm import model_config, train_step
+from llm.model import init_model
+
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12, "TPU v5 lite": 197e12,
+              "TPU v5p": 459e12, "TPU v6 lite": 918e12}
+
+
+def peak_flops(device):
+  kind = device.device_kind
+  return next((v for k, v in PEAK_FLOPS.items() if k.lower() in kind.lower()), None)
+
+
+def flops_per_token(config, seq):
+  embedding = config.vocab_size * config.hidden_size
+  params = sum(x.size for x in jax.tree.leaves(nnx.state(nnx.eval_shape(lambda: init_model(config)), nnx.Param)))
+  return 6 * (params - embedding) + 12 * config.num_layers * config.hidden_size * seq
+
+
+def median_time(fn, runs):
+  fn()  # warm-up (compilation)
+  times = []
+  for _ in range(runs):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def hf_llama(args):
+  import transformers
+  return transformers.LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
+                                  num_hidden_layers=args.layers, num_attention_heads=args.heads,
+                                  num_key_value_heads=args.kv_heads, max_position_embeddings=max(2048, args.seq))
+
+
+def jax_step_time(args, ids):
+  config = model_config.from_hf(hf_llama(args), dtype=args.dtype, param_dtype="float32", remat=args.remat)
+  graphdef, params = nnx.split(init_model(config), nnx.Param)
+  tx = optax.adamw(1e-4)
+  opt_state = train_step.init_optimizer_state(tx, params)
+  step = train_step.make_train_step(graphdef, tx)
+  batch = (jnp.asarray(ids), jnp.ones(ids.shape, jnp.int32))
+  state = {"params": params, "opt": opt_state}
+
+  def run():
+    state["params"], state["opt"], loss = step(state["params"], state["opt"], batch)
+    loss.block_until_ready()
+
+  return median_time(run, args.runs), config
+
+
+def torch_step_time(args, ids):
+  import torch
+  import transformers
+  torch.manual_seed(0)
+  model = transformers.LlamaForCausalLM(hf_llama(args)).train()
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+  batch = torch.tensor(ids)
+
+  def run():
+    loss = model(input_ids=batch, labels=batch).loss
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+
+  return median_time(run, args.runs)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  for name, default in (("hidden", 256), ("layers", 4), ("heads", 8), ("kv-heads", 4), ("intermediate", 768),
+                        ("vocab", 8192), ("batch", 8), ("seq", 256), ("runs", 5)):
+    parser.add_argument(f"--{name}", type=int, default=default)
+  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--remat", action="store_true")
+  parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch side (default on CPU: run it)")
+  args = parser.parse_args()
+  device = jax.devices()[0]
+  ids = np.random.default_rng(0).integers(0, args.vocab, (args.batch, args.seq)).astype(np.int32)
+  seconds, config = jax_step_time(args, ids)
+  tokens = args.batch * args.seq
+  flops = flops_per_token(config, args.seq) * tokens
+  peak = peak_flops(device)
+  mfu = f"{flops / seconds / peak:.1%}" if peak else "n/a (no peak for this device)"
+  print(f"device: {device.device_kind}, jax {jax.__version__}")
+  print("| model | batch x seq | dtype | gshf-jax step | tokens/s | MFU | PyTorch step | speed-up |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+  size = f"Llama E={args.hidden} L={args.layers} H={args.heads}/{args.kv_heads} F={args.intermediate} V={args.vocab}"
+  row = f"| {size} | {args.batch} x {args.seq} | {args.dtype} | {seconds * 1e3:.1f} ms | {tokens / seconds:,.0f} | {mfu} |"
+  if args.no_torch or device.platform != "cpu":
+    print(row + " – | – |")
+  else:
+    torch_seconds = torch_step_time(args, ids)
+    print(row + f" {torch_seconds * 1e3:.1f} ms | {torch_seconds / seconds:.2f}x |")
+
+
+if __name__ == "__main__":
+  main()
