@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from bandit_sim import experiment, rejection_experiment
 
@@ -23,7 +24,20 @@ def test_readme_commands_are_the_ones_ci_runs():
   assert "set -euo pipefail" in ci
 
 
+def test_experiment_cli_runs_one_experiment(tmp_path):
+  """The default run's CLI check on the two cheapest experiments (the whole suite is the slow test below)."""
+  for name, pngs, rows in (("gibbs", ["figure1.png"], 2), ("coverage", ["coverage.png"], 6)):
+    results = experiment.main([name, "--quick", "--seeds", "4", "--out", str(tmp_path), "--quiet"])
+    assert sorted(os.listdir(tmp_path / name)) == pngs + ["summary.json", "summary.md"]
+    saved = json.loads((tmp_path / name / "summary.json").read_text())
+    assert saved["settings"]["seeds"] == 4 and set(saved[name]) == set(results[name])
+    assert (tmp_path / name / "summary.md").read_text().count(f"\n| {name} |") == rows
+  assert not (tmp_path / "summary.md").exists()  # written only when several experiments run
+
+
+@pytest.mark.slow
 def test_experiment_cli_writes_complete_results(tmp_path):
+  """Every experiment at --quick settings (about 4 minutes on 2 cores): `python -m pytest -m slow`."""
   results = experiment.main(["--quick", "--seeds", "8", "--out", str(tmp_path), "--quiet"])
   figures = {"core": ["core.png"], "coverage": ["coverage.png"], "gibbs": ["figure1.png"], "hybrid": ["hybrid.png"],
              "offline": ["offline.png"], "online": ["online.png"], "regret": ["regret.png"],
