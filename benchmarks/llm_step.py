@@ -75,7 +75,7 @@ def torch_step_time(args, ids):
   torch.manual_seed(0)
   model = transformers.LlamaForCausalLM(hf_llama(args)).train()
   opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-  batch = torch.tensor(ids)
+  batch = torch.tensor(ids, dtype=torch.long)
 
   def run():
     loss = model(input_ids=batch, labels=batch).loss

@@ -20,17 +20,19 @@ def token_logprobs(model, input_ids, attention_mask, *, chunk=256):
   hidden = model.hidden_states(input_ids, attention_mask)[:, :-1]  # predicts tokens 1..T-1
   targets = input_ids[:, 1:]
   b, t, e = hidden.shape
-  pad = -t % chunk
-  hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
-  targets = jnp.pad(targets, ((0, 0), (0, pad)))
-  n = hidden.shape[1] // chunk
 
-  @jax.checkpoint
   def one_chunk(h_and_y):
     h, y = h_and_y  # [B, C, E], [B, C]
     logits = model.logits(h).astype(jnp.float32)
     return jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), y[..., None], axis=-1)[..., 0]
 
+  if t <= chunk:  # one chunk: no loop and no recomputation in the backward pass
+    return jnp.pad(one_chunk((hidden, targets)), ((0, 0), (1, 0)))
+  pad = -t % chunk
+  hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+  targets = jnp.pad(targets, ((0, 0), (0, pad)))
+  n = hidden.shape[1] // chunk
+  one_chunk = jax.checkpoint(one_chunk)
   chunks = (hidden.reshape(b, n, chunk, e).swapaxes(0, 1), targets.reshape(b, n, chunk).swapaxes(0, 1))
   logp = jax.lax.map(one_chunk, chunks).swapaxes(0, 1).reshape(b, n * chunk)[:, :t]
   return jnp.pad(logp, ((0, 0), (1, 0)))
