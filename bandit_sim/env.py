@@ -112,6 +112,12 @@ def collect_preferences(key, env, logp1, logp2, n, ctx=None):
   Returns:
     Preferences with [n] arrays.
   """
+  return sample_comparisons(key, env, logp1, logp2, n, ctx, lambda c, a1, a2: preference_probability(env, c, a1, a2))
+
+
+def sample_comparisons(key, env, logp1, logp2, n, ctx, probability):
+  """x ~ d0 (unless ctx is given), a1 ~ pi1(.|x), a2 ~ pi2(.|x), y ~ Bernoulli(probability(x, a1, a2)): the
+  sampling shared by every preference oracle (Bradley-Terry here, general in bandit_sim.nlhf)."""
   _checks.check_positive_int("n", n)
   for name, logp in (("logp1", logp1), ("logp2", logp2)):
     _checks.check_shape(name, logp, env.ref_logp.shape)
@@ -121,7 +127,7 @@ def collect_preferences(key, env, logp1, logp2, n, ctx=None):
   _checks.check_shape("ctx", ctx, (n,))
   a1 = jax.random.categorical(k1, logp1[ctx])
   a2 = jax.random.categorical(k2, logp2[ctx])
-  y = jax.random.bernoulli(k_y, preference_probability(env, ctx, a1, a2))
+  y = jax.random.bernoulli(k_y, probability(ctx, a1, a2))
   as_int = lambda v: v.astype(jnp.int32)
   return Preferences(as_int(ctx), as_int(a1), as_int(a2), as_int(y))
 

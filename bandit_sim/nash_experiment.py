@@ -13,7 +13,7 @@ import numpy as np
 from bandit_sim import env as bandit
 from bandit_sim import nlhf
 from bandit_sim.offline_experiment import mean_and_stderr
-from bandit_sim.online_experiment import fmt, map_seeds, paired
+from bandit_sim.online_experiment import fmt, map_seeds, paired, per_seed
 
 ENV = dict(num_contexts=10, num_actions=8, dim=4, bound=2.0, eta=0.1)
 INTRANSITIVITY = 0.7  # share of ||theta*|| in the bilinear (intransitive) part, offline and online runs
@@ -87,12 +87,6 @@ def online_seed(key, enhancer, num_iterations, batch_size):
                             batch_size=batch_size, beta=1.0, lam=LAM)
   return {"curve": jnp.concatenate([result.history.main_gap, result.gap[None]]), "gap": result.gap,
           "slack": result.history.enhancer_objective - result.history.enhancer_kl}
-
-
-def per_seed(fn):
-  """jit(vmap(fn)) over the first argument (the seeds' keys); the second, shared, may be traced, so one
-  compilation serves every value of it."""
-  return jax.jit(jax.vmap(fn, in_axes=(0, None)))
 
 
 def run(key, *, seeds, quick, progress):

@@ -150,18 +150,8 @@ def as_linear_bandit(env, theta=None):
 
 def collect_preferences(key, env, logp1, logp2, n, ctx=None):
   """n comparisons x ~ d0, a1 ~ pi1, a2 ~ pi2, y ~ Bernoulli(P*(x, a1, a2)); Preferences of [n] arrays."""
-  _checks.check_positive_int("n", n)
-  for name, logp in (("logp1", logp1), ("logp2", logp2)):
-    _checks.check_shape(name, logp, env.ref_logp.shape)
-  k_ctx, k1, k2, k_y = jax.random.split(key, 4)
-  if ctx is None:
-    ctx = jax.random.categorical(k_ctx, jnp.log(env.context_probs), shape=(n,))
-  _checks.check_shape("ctx", ctx, (n,))
-  a1 = jax.random.categorical(k1, logp1[ctx])
-  a2 = jax.random.categorical(k2, logp2[ctx])
-  y = jax.random.bernoulli(k_y, preference_matrix(env, env.theta_star)[ctx, a1, a2])
-  as_int = lambda v: v.astype(jnp.int32)
-  return Preferences(as_int(ctx), as_int(a1), as_int(a2), as_int(y))
+  pref = preference_matrix(env, env.theta_star)
+  return bandit.sample_comparisons(key, env, logp1, logp2, n, ctx, lambda c, a1, a2: pref[c, a1, a2])
 
 
 def data_pair_features(env, data):
