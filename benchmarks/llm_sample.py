@@ -9,22 +9,12 @@ Greedy decoding with no stop token, so both generate exactly batch x new tokens.
 
 import argparse
 import tempfile
-import time
 
 import jax
 import numpy as np
 
 from llm import hf_io, sampling
-
-
-def median_time(fn, runs):
-  fn()
-  times = []
-  for _ in range(runs):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+from llm_step import hf_llama, median_time  # benchmarks/ is the script's folder, on sys.path
 
 
 def main():
@@ -37,10 +27,7 @@ def main():
   import torch
   import transformers
   torch.manual_seed(0)
-  hf_config = transformers.LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden,
-                                       intermediate_size=args.intermediate, num_hidden_layers=args.layers,
-                                       num_attention_heads=args.heads, num_key_value_heads=args.kv_heads)
-  torch_model = transformers.LlamaForCausalLM(hf_config).eval()
+  torch_model = transformers.LlamaForCausalLM(hf_llama(args, args.prompt + args.new)).eval()
   folder = tempfile.mkdtemp()
   torch_model.save_pretrained(folder)
   model, _ = hf_io.load_hf_checkpoint(folder)

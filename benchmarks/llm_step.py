@@ -46,15 +46,16 @@ def median_time(fn, runs):
   return float(np.median(times))
 
 
-def hf_llama(args):
+def hf_llama(args, length):
+  """The transformers LlamaConfig of the size in args (hidden, layers, heads, kv_heads, intermediate, vocab)."""
   import transformers
   return transformers.LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
                                   num_hidden_layers=args.layers, num_attention_heads=args.heads,
-                                  num_key_value_heads=args.kv_heads, max_position_embeddings=max(2048, args.seq))
+                                  num_key_value_heads=args.kv_heads, max_position_embeddings=max(2048, length))
 
 
 def jax_step_time(args, ids):
-  config = model_config.from_hf(hf_llama(args), dtype=args.dtype, param_dtype="float32", remat=args.remat)
+  config = model_config.from_hf(hf_llama(args, args.seq), dtype=args.dtype, param_dtype="float32", remat=args.remat)
   graphdef, params = nnx.split(init_model(config), nnx.Param)
   tx = optax.adamw(1e-4)
   opt_state = train_step.init_optimizer_state(tx, params)
@@ -73,7 +74,7 @@ def torch_step_time(args, ids):
   import torch
   import transformers
   torch.manual_seed(0)
-  model = transformers.LlamaForCausalLM(hf_llama(args)).train()
+  model = transformers.LlamaForCausalLM(hf_llama(args, args.seq)).train()
   opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
   batch = torch.tensor(ids, dtype=torch.long)
 

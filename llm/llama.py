@@ -14,8 +14,7 @@ from llm.layers import annotated, linear
 class RMSNorm(nnx.Module):
   """y = w * x / sqrt(mean(x^2) + eps), computed in float32 and cast back (as transformers does)."""
 
-  def __init__(self, dim, eps, *, param_dtype, rngs):
-    del rngs
+  def __init__(self, dim, eps, *, param_dtype):
     self.eps = eps
     self.scale = nnx.Param(annotated(nnx.initializers.ones, ("norm",))(None, (dim,), param_dtype))
 
@@ -60,12 +59,12 @@ class Block(nnx.Module):
                      config.intermediate_size)
     kw = dict(config=config, rngs=rngs)
     self.config = config
-    self.input_norm = RMSNorm(e, config.norm_eps, param_dtype=config.weight_dtype, rngs=rngs)
+    self.input_norm = RMSNorm(e, config.norm_eps, param_dtype=config.weight_dtype)
     self.q_proj = linear(e, n * h, ("embed", "q_heads"), bias=config.qkv_bias, **kw)
     self.k_proj = linear(e, k * h, ("embed", "kv_heads"), bias=config.qkv_bias, **kw)
     self.v_proj = linear(e, k * h, ("embed", "kv_heads"), bias=config.qkv_bias, **kw)
     self.o_proj = linear(n * h, e, ("q_heads", "embed"), bias=config.out_bias, **kw)
-    self.post_norm = RMSNorm(e, config.norm_eps, param_dtype=config.weight_dtype, rngs=rngs)
+    self.post_norm = RMSNorm(e, config.norm_eps, param_dtype=config.weight_dtype)
     self.gate_proj = linear(e, f, ("embed", "mlp"), bias=config.mlp_bias, **kw)
     self.up_proj = linear(e, f, ("embed", "mlp"), bias=config.mlp_bias, **kw)
     self.down_proj = linear(f, e, ("mlp", "embed"), bias=config.mlp_bias, **kw)
@@ -88,4 +87,5 @@ class Block(nnx.Module):
 
 
 def final_norm(config, *, rngs):
-  return RMSNorm(config.hidden_size, config.norm_eps, param_dtype=config.weight_dtype, rngs=rngs)
+  del rngs  # the same signature as gpt2.final_norm; RMSNorm has no random init
+  return RMSNorm(config.hidden_size, config.norm_eps, param_dtype=config.weight_dtype)
