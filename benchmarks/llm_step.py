@@ -60,12 +60,12 @@ def jax_step_time(args, ids):
   tx = optax.adamw(1e-4)
   opt_state = train_step.init_optimizer_state(tx, params)
   step = train_step.make_train_step(graphdef, tx)
-  batch = (jnp.asarray(ids), jnp.ones(ids.shape, jnp.int32))
+  batch = {"input_ids": jnp.asarray(ids)[None], "attention_mask": jnp.ones((1, *ids.shape), jnp.int32)}
   state = {"params": params, "opt": opt_state}
 
   def run():
-    state["params"], state["opt"], loss = step(state["params"], state["opt"], batch)
-    loss.block_until_ready()
+    state["params"], state["opt"], metrics = step(state["params"], state["opt"], batch)
+    metrics["loss"].block_until_ready()
 
   return median_time(run, args.runs), config
 

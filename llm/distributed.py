@@ -50,3 +50,23 @@ def global_batch(local_arrays, sharding):
 def is_main_process():
   """True on process 0: the one that logs and writes results."""
   return jax.process_index() == 0
+
+
+def map_batches(fn, arrays, batch_size, sharding=None):
+  """fn applied to consecutive batches of `batch_size` rows of arrays ({name: [N, ...]}, the same on every
+  process), outputs concatenated to [N, ...] numpy on every process. The last batch is padded by repeating
+  rows (so fn, typically jitted, sees one shape). With a NamedSharding each batch is assembled from the
+  processes' row slices (process_rows) and placed with it; outputs are gathered from all processes."""
+  from jax.experimental import multihost_utils
+  num = len(next(iter(arrays.values())))
+  rows = process_rows(batch_size) if sharding is not None else slice(None)
+  outputs = []
+  for start in range(0, num, batch_size):
+    index = np.minimum(np.arange(start, start + batch_size), num - 1)
+    batch = {k: np.asarray(v)[index][rows] for k, v in arrays.items()}
+    batch = global_batch(batch, sharding) if sharding is not None else batch
+    out = fn(batch)
+    if sharding is not None and jax.process_count() > 1:
+      out = multihost_utils.process_allgather(out, tiled=True)
+    outputs.append(jax.tree.map(np.asarray, jax.device_get(out)))
+  return jax.tree.map(lambda *xs: np.concatenate(xs)[:num], *outputs)

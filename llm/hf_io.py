@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from llm import model_config
+from llm.layers import INIT_STD
 from llm.model import Transformer
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -84,7 +85,7 @@ def tensor_files(path):
     return {name: single for name in f.keys()}
 
 
-def load_hf_checkpoint(path, dtype="float32", mesh=None, rules=None, **config_overrides):
+def load_hf_checkpoint(path, dtype="float32", mesh=None, rules=None, *, new_head_seed=None, **config_overrides):
   """(model, config) from a local HF folder.
 
   Args:
@@ -94,6 +95,9 @@ def load_hf_checkpoint(path, dtype="float32", mesh=None, rules=None, **config_ov
     mesh: optional jax.sharding.Mesh: each tensor is read slice by slice straight onto its shards
       (llm.sharding's logical rules), never as a full copy per device.
     rules: logical-axis rules for the mesh (default llm.sharding.DEFAULT_RULES).
+    new_head_seed: with num_labels=k in config_overrides, a causal-LM checkpoint loads into a
+      sequence-classification model whose score head is new (normal(0.02) from this seed) and whose LM
+      head is dropped: how a reward model starts from a policy.
 
   Raises:
     ValueError: unsupported architecture, missing or unexpected tensors, shape mismatches.
@@ -112,6 +116,10 @@ def load_hf_checkpoint(path, dtype="float32", mesh=None, rules=None, **config_ov
   table = param_table(config)
   files = tensor_files(path)
   names = set(files)
+  new_head = new_head_seed is not None and "score.weight" not in names
+  if new_head:
+    table.pop("score.weight")
+    names.discard("lm_head.weight")
   missing = sorted(set(table) - names)
   unexpected = sorted(n for n in names - set(table) if not n.endswith(IGNORED_SUFFIXES)
                       and not (config.tie_word_embeddings and n == "lm_head.weight"))
@@ -121,7 +129,7 @@ def load_hf_checkpoint(path, dtype="float32", mesh=None, rules=None, **config_ov
                      f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}")
   if mesh is not None:
     from llm import sharding
-    shardings = sharding.param_shardings(abstract, mesh, rules)
+    shardings = sharding.param_shardings(abstract, mesh, rules or sharding.DEFAULT_RULES)
     flat_shardings = dict(nnx.to_flat_state(shardings))
   handles = {file: safe_open(file, framework="numpy") for file in set(files.values())}
   try:
@@ -147,6 +155,12 @@ def load_hf_checkpoint(path, dtype="float32", mesh=None, rules=None, **config_ov
         variable.set_value(jax.make_array_from_callback(target.shape, sharding_of, read))
   finally:
     handles.clear()
+  if new_head:
+    head = flat[("score", "kernel")]
+    value = INIT_STD * jax.random.normal(jax.random.key(new_head_seed), head.get_value().shape, head.get_value().dtype)
+    if mesh is not None:
+      value = jax.device_put(value, flat_shardings[("score", "kernel")].get_value())
+    head.set_value(value)
   model = nnx.merge(graphdef, nnx.from_flat_state(flat))
   return model, config
 

@@ -54,3 +54,10 @@ def sequence_logprobs(model, prompt_ids, prompt_mask, response_ids, response_mas
                                                                 response_mask)
   per_token = token_logprobs(model, input_ids, attention_mask, chunk=chunk) * loss_mask
   return per_token.sum(-1), per_token[:, prompt_ids.shape[1]:]
+
+
+def reward_scores(model, prompt_ids, prompt_mask, response_ids, response_mask):
+  """r(x, y) [B] float32 of a scalar-head model (config.num_labels = 1) on prompt + response: the score
+  at the response's last real token (the *ForSequenceClassification layout)."""
+  input_ids, attention_mask, _ = concat_prompt_response(prompt_ids, prompt_mask, response_ids, response_mask)
+  return model(input_ids, attention_mask)[:, 0].astype(jnp.float32)

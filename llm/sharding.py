@@ -86,10 +86,11 @@ def shard_model(model, mesh, rules=DEFAULT_RULES):
   return model
 
 
-def batch_sharding(mesh, rules=DEFAULT_RULES):
-  """NamedSharding of a [B, ...] batch: B split over the "batch" rule's axes (data and fsdp)."""
+def batch_sharding(mesh, rules=DEFAULT_RULES, *, microbatched=False):
+  """NamedSharding of a [B, ...] batch: B split over the "batch" rule's axes (data and fsdp); with
+  microbatched, of an [A, B, ...] batch of A micro-batches (llm.train_step), each one split the same way."""
   axes = dict(rules)["batch"]
-  return NamedSharding(mesh, PartitionSpec(axes))
+  return NamedSharding(mesh, PartitionSpec(None, axes) if microbatched else PartitionSpec(axes))
 
 
 def state_shardings(tree, mesh):

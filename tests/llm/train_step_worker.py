@@ -39,15 +39,16 @@ def main():
   opt_state = train_step.init_optimizer_state(tx, params)
   opt_shardings = sharding.state_shardings(opt_state, mesh)
   opt_state = jax.device_put(opt_state, opt_shardings)
-  batch_sharding = sharding.batch_sharding(mesh)
   rows = distributed.process_rows(8)
-  batch = distributed.global_batch((ids[rows], mask[rows]), batch_sharding)
+  batch_sharding = sharding.batch_sharding(mesh, microbatched=True)
+  batch = distributed.global_batch({"input_ids": ids[None, rows], "attention_mask": mask[None, rows]},
+                                   batch_sharding)
   step = train_step.make_train_step(graphdef, tx, param_shardings=sharding.param_shardings(model, mesh),
-                                    opt_shardings=opt_shardings, batch_shardings=(batch_sharding,) * 2)
+                                    opt_shardings=opt_shardings, batch_shardings=batch_sharding)
   losses = []
   for _ in range(3):
-    params, opt_state, loss = step(params, opt_state, batch)
-    losses.append(float(loss))
+    params, opt_state, metrics = step(params, opt_state, batch)
+    losses.append(float(metrics["loss"]))
   flat = {"/".join(map(str, path)): np.asarray(multihost_utils.process_allgather(v.get_value(), tiled=True))
           for path, v in nnx.to_flat_state(params)}
   q = params["blocks"][0]["q_proj"]["kernel"].get_value()
