@@ -4,8 +4,9 @@ validated with errors that name the key.
     config = load_config("sft", "configs/paper_open_llama_3b.yaml", ["train.learning_rate=2e-5"])
 
 Precedence: the dataclass defaults, then the command's defaults (COMMAND_DEFAULTS: the paper's Tables 8 and
-9 for that trainer), then the YAML file, then the overrides. A YAML file may hold a section per command
-(`sft:`, `dpo:`, ... with the same keys as the top level) that applies only to that command.
+9 for that trainer), then the YAML file, then the overrides. A YAML file may hold a `commands:` mapping
+with a section per command (`commands: {sft: {train: {...}}, dpo: {...}}`, the same keys as the top
+level) that applies only to that command.
 """
 
 import dataclasses
@@ -175,7 +176,10 @@ def load_config(command, path=None, overrides=()):
         raise ValueError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(tree, dict):
       raise ValueError(f"{path}: the top level must be a mapping of sections")
-    per_command = {c: tree.pop(c) for c in COMMANDS if c in tree}
+    per_command = tree.pop("commands", None) or {}
+    unknown = sorted(set(per_command) - set(COMMANDS)) if isinstance(per_command, dict) else ["(not a mapping)"]
+    if unknown:
+      raise ValueError(f"{path}: commands: unknown commands {unknown}; accepted: {', '.join(COMMANDS)}")
     for source in (tree, per_command.get(command) or {}):
       for key, value in flatten(source):
         set_key(config, key, value, path)

@@ -3,7 +3,8 @@ shards, and process-0-only side effects. The same command runs on every host of 
 cluster; on CPU the collectives go through gloo (2 processes on 127.0.0.1 in the tests).
 
 Environment (used when the arguments are None): JAX_COORDINATOR_ADDRESS ("host:port"),
-JAX_NUM_PROCESSES, JAX_PROCESS_ID. On Cloud TPU and SLURM jax finds all three by itself.
+JAX_NUM_PROCESSES, JAX_PROCESS_ID. Without them, on a multi-host Cloud TPU slice, a SLURM job of several
+tasks or an Open MPI launch, jax.distributed finds all three by itself.
 """
 
 import os
@@ -26,7 +27,16 @@ def initialize(coordinator_address=None, num_processes=None, process_id=None):
       jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=address, num_processes=count,
                                process_id=None if index is None else int(index))
+  elif _cluster_detectable():
+    jax.distributed.initialize()  # jax reads the coordinator and ids from the TPU / SLURM / MPI environment
   return jax.process_index(), jax.process_count()
+
+
+def _cluster_detectable():
+  """A multi-host Cloud TPU slice, SLURM job or Open MPI launch, which jax.distributed detects itself."""
+  env = os.environ
+  return (env.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0 or int(env.get("SLURM_NTASKS", 1)) > 1
+          or int(env.get("OMPI_COMM_WORLD_SIZE", 1)) > 1)
 
 
 def _has_accelerator_env():

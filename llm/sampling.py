@@ -107,3 +107,33 @@ def _generate(graphdef, state, prompt_ids, prompt_mask, key, *, max_new_tokens, 
   _, (tokens, mask, logps) = jax.lax.scan(step, init, jax.random.split(key, max_new_tokens))
   return Samples(tokens.T, mask.T.astype(jnp.int32), logps.T, jnp.repeat(jnp.arange(rows // num_samples),
                                                                            num_samples))
+
+
+def sample_texts(model, tokenizer, prompts, key, *, num_samples=1, max_new_tokens, temperature=1.0, top_k=0,
+                 top_p=1.0, batch_size=32, max_prompt_length=1024):
+  """Samples num_samples responses per prompt (strings), batch_size prompts per `generate` call; every
+  call has the same shapes (prompts padded to the longest, the last batch filled by repeating a prompt).
+
+  Returns:
+    {"responses": [P * n] str (rows p * n .. p * n + n - 1 continue prompt p, stop token removed),
+     "prompt_ids", "prompt_mask" [P * n, L], "response_ids", "response_mask" [P * n, N] (the stop token
+     included, as llm.logprobs.sequence_logprobs scores it), "lengths" [P * n] generated tokens}.
+  """
+  from llm.tokenizer import encode_prompts
+  ids, mask = encode_prompts(tokenizer, prompts, max_prompt_length)
+  stop = tokenizer.eos_token_id
+  outputs = []
+  for i, start in enumerate(range(0, len(prompts), batch_size)):
+    index = np.minimum(np.arange(start, start + batch_size), len(prompts) - 1)
+    samples = generate(model, ids[index], mask[index], jax.random.fold_in(key, i), max_new_tokens=max_new_tokens,
+                       temperature=temperature, top_k=top_k, top_p=top_p, stop_tokens=(stop,),
+                       num_samples=num_samples, pad_id=tokenizer.pad_token_id)
+    keep = min(batch_size, len(prompts) - start) * num_samples
+    outputs.append([np.asarray(x)[:keep] for x in (samples.tokens, samples.mask)])
+  tokens = np.concatenate([o[0] for o in outputs])
+  response_mask = np.concatenate([o[1] for o in outputs])
+  text_mask = response_mask.astype(bool) & (tokens != stop)
+  responses = [tokenizer.decode(row[keep], skip_special_tokens=True) for row, keep in zip(tokens, text_mask)]
+  return {"responses": responses, "prompt_ids": np.repeat(ids, num_samples, 0),
+          "prompt_mask": np.repeat(mask, num_samples, 0), "response_ids": tokens, "response_mask": response_mask,
+          "lengths": text_mask.sum(-1)}

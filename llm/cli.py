@@ -1,0 +1,135 @@
+"""python -m llm COMMAND [--config FILE] [key=value ...]
+
+Commands: sft, reward, dpo (trainers, see llm.trainers), sample (responses to prompts), label (pairs
+labelled by the preference oracle), evaluate (gold reward, KL, win rate, temperature sweep). Settings are
+llm.config's sections (model.*, data.*, train.*, dpo.*, reward.*, oracle.*, sample.*, label.*,
+evaluate.*, distributed.*, output_dir) from the YAML file and the overrides. The same command runs on
+every host of a multi-host job (jax.distributed is initialized from distributed.* or the environment).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+
+from llm import config as config_lib
+from llm import data, distributed, evaluate, oracle, sampling, trainers
+from llm.config import require_file
+from llm.train import write_atomic
+
+
+def read_prompts(config, tokenizer, path, key):
+  prompts, _ = data.load_examples(require_file(key, path), "prompts", skip_malformed=config.data.skip_malformed)
+  kept, dropped = data.filter_prompts(prompts, tokenizer, config.data.max_prompt_length)
+  if not kept:
+    raise ValueError(f"{key}: {path}: every prompt is longer than data.max_prompt_length")
+  return kept, dropped
+
+
+def write_jsonl(path, rows):
+  """Writes rows as JSONL atomically (process 0)."""
+  if distributed.is_main_process():
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def run_sample(config):
+  """sample.num_samples responses to each prompt of sample.prompts, written to sample.output as
+  {"prompt", "responses"} lines."""
+  s = config.sample
+  model, tokenizer = trainers.load_model(config.model, None)
+  prompts, dropped = read_prompts(config, tokenizer, s.prompts, "sample.prompts")
+  out = sampling.sample_texts(model, tokenizer, prompts, jax.random.key(config.train.seed), num_samples=s.num_samples,
+                              max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                              batch_size=s.batch_size, max_prompt_length=config.data.max_prompt_length)
+  n = s.num_samples
+  output = s.output or os.path.join(config.output_dir, "samples.jsonl")
+  write_jsonl(output, [{"prompt": p, "responses": out["responses"][i * n:(i + 1) * n]} for i, p in enumerate(prompts)])
+  return {"command": "sample", "prompts": len(prompts), **dropped, "output": output}
+
+
+def run_label(config):
+  """Labels response pairs of label.input with the oracle: {"prompt", "responses": [...]} lines give the
+  pairs (0, 1), (2, 3), ...; {"prompt", "response_a", "response_b"} one pair. Writes {"prompt", "chosen",
+  "rejected"} lines to label.output (oracle.labels: bt samples or argmax; seed train.seed)."""
+  path = require_file("label.input", config.label.input)
+  rows, skipped = data.read_jsonl(path, skip_malformed=config.data.skip_malformed)
+  prompts, a, b = [], [], []
+  for number, obj in rows:
+    if "responses" in obj and isinstance(obj["responses"], list):
+      responses = obj["responses"]
+    elif "response_a" in obj and "response_b" in obj:
+      responses = [obj["response_a"], obj["response_b"]]
+    else:
+      raise ValueError(f"{path}:{number}: expected 'responses' (a list) or 'response_a' and 'response_b'")
+    if not isinstance(obj.get("prompt"), str) or not all(isinstance(r, str) for r in responses):
+      raise ValueError(f"{path}:{number}: prompt and responses must be strings")
+    for i in range(0, len(responses) - 1, 2):
+      prompts.append(obj["prompt"])
+      a.append(responses[i])
+      b.append(responses[i + 1])
+  judge = oracle.make_oracle(config.oracle)
+  a_wins = oracle.label_pairs(judge, prompts, a, b, mode=config.oracle.labels,
+                              rng=np.random.default_rng(config.train.seed))
+  output = config.label.output or os.path.join(config.output_dir, "labelled.jsonl")
+  write_jsonl(output, [{"prompt": x, "chosen": ya if w else yb, "rejected": yb if w else ya}
+                       for x, ya, yb, w in zip(prompts, a, b, a_wins)])
+  return {"command": "label", "pairs": len(prompts), "malformed": skipped, "output": output}
+
+
+def run_evaluate(config):
+  """evaluate.* on model.path against evaluate.reference (KL) and evaluate.baseline (win rate), judged
+  by the oracle; writes output_dir/evaluation.{json,md} and evaluation_temperature.png."""
+  e = config.evaluate
+  policy, tokenizer = trainers.load_model(config.model, None)
+  reference_path = e.reference or config.dpo.reference
+  reference = trainers.load_model(config.model, None, path=reference_path)[0] if reference_path else None
+  baseline = trainers.load_model(config.model, None, path=e.baseline)[0] if e.baseline else None
+  prompts, _ = read_prompts(config, tokenizer, e.prompts, "evaluate.prompts")
+  ood = read_prompts(config, tokenizer, e.ood_prompts, "evaluate.ood_prompts")[0] if e.ood_prompts else None
+  if e.num_prompts:
+    prompts, ood = prompts[:e.num_prompts], ood and ood[:e.num_prompts]
+  result = evaluate.evaluate_policy(policy, tokenizer, oracle.make_oracle(config.oracle), prompts,
+                                    jax.random.key(config.train.seed), reference=reference, baseline=baseline,
+                                    ood_prompts=ood, temperatures=tuple(e.temperatures),
+                                    max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
+                                    tie_tolerance=e.tie_tolerance, max_prompt_length=config.data.max_prompt_length)
+  if distributed.is_main_process():
+    evaluate.write_report({config.model.path: result}, config.output_dir)
+  return result
+
+
+RUNNERS = {"sft": trainers.run_sft, "reward": trainers.run_reward, "dpo": trainers.run_dpo, "sample": run_sample,
+           "label": run_label, "evaluate": run_evaluate}
+
+
+def parser():
+  p = argparse.ArgumentParser(prog="python -m llm", description=__doc__.split("\n\n")[1],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("command", choices=sorted(RUNNERS))
+  p.add_argument("--config", help="YAML file (sections as in llm/config.py; see configs/)")
+  p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.learning_rate=1e-5 output_dir=runs/x")
+  return p
+
+
+def main(argv=None):
+  args = parser().parse_args(argv)
+  try:
+    config = config_lib.load_config(args.command, args.config, args.overrides)
+    d = config.distributed
+    distributed.initialize(d.coordinator_address or None, d.num_processes or None,
+                           d.process_id if d.process_id >= 0 else None)
+    result = RUNNERS[args.command](config)
+  except ValueError as e:
+    print(f"python -m llm {args.command}: error: {e}", file=sys.stderr)
+    return 2
+  except FloatingPointError as e:
+    print(f"python -m llm {args.command}: {e}", file=sys.stderr)
+    return 1
+  if distributed.is_main_process():
+    shown = {k: v for k, v in result.items() if k != "config"}
+    print(json.dumps(shown, indent=2, default=float)[:4000])
+  return 0
