@@ -6,7 +6,9 @@ atomically (orbax writes to a temporary folder and renames it when complete), ke
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding, PartitionSpec
 
 
 class TrainState(NamedTuple):
@@ -26,7 +28,8 @@ def manager(directory, *, max_to_keep=3, save_interval_steps=1):
 
 def save(mngr, state, *, force=False):
   """Saves `state` under its step (waits until it is on disk); returns whether a checkpoint was written."""
-  arrays = {"params": state.params, "opt_state": state.opt_state, "rng": jax.random.key_data(state.rng)}
+  arrays = {"params": state.params, "opt_state": state.opt_state,
+            "rng": replicated(jax.random.key_data(state.rng), state.params)}
   meta = {"step": int(state.step), "data_position": int(state.data_position),
           "rng_impl": str(jax.random.key_impl(state.rng))}
   saved = mngr.save(int(state.step), args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
@@ -48,9 +51,21 @@ def restore(mngr, like, step=None):
   if step is None:
     return None
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                          {"params": like.params, "opt_state": like.opt_state, "rng": jax.random.key_data(like.rng)})
+                          {"params": like.params, "opt_state": like.opt_state,
+                           "rng": replicated(jax.random.key_data(like.rng), like.params)})
   restored = mngr.restore(step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(abstract),
                                                         meta=ocp.args.JsonRestore()))
   arrays, meta = restored["arrays"], restored["meta"]
   rng = jax.random.wrap_key_data(arrays["rng"], impl=meta["rng_impl"])
   return TrainState(arrays["params"], arrays["opt_state"], meta["step"], rng, meta["data_position"])
+
+
+def replicated(x, like):
+  """x as a global array replicated over the mesh of `like`'s first array (orbax saves only global arrays
+  in a multi-process run); x itself when `like` is not on a mesh."""
+  sharding = getattr(jax.tree.leaves(like)[0], "sharding", None)
+  if not isinstance(sharding, NamedSharding):
+    return x
+  value = np.asarray(jax.device_get(x))
+  return jax.make_array_from_callback(value.shape, NamedSharding(sharding.mesh, PartitionSpec()),
+                                      lambda index: value[index])

@@ -116,7 +116,7 @@ def parser():
 
 
 def main(argv=None):
-  args = parser().parse_args(argv)
+  args = parser().parse_intermixed_args(argv)
   try:
     config = config_lib.load_config(args.command, args.config, args.overrides)
     d = config.distributed

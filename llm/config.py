@@ -196,7 +196,7 @@ def flatten(tree, prefix=""):
   """("a.b", value) pairs of a nested mapping; dict-valued fields (train.mesh) stay whole."""
   for key, value in tree.items():
     name = f"{prefix}{key}"
-    if isinstance(value, dict) and name not in ("train.mesh",):
+    if isinstance(value, dict) and value and name not in ("train.mesh",):
       yield from flatten(value, name + ".")
     else:
       yield name, value
@@ -211,6 +211,8 @@ def set_key(config, key, value, source):
       raise ValueError(f"{source}: unknown section {section!r} in {key!r}; accepted: {fields_of(node)}")
     node = getattr(node, section)
   if dataclasses.is_dataclass(getattr(node, name, None)):
+    if value == {}:  # an empty section
+      return
     raise ValueError(f"{source}: {key!r} is a section; set its keys ({fields_of(getattr(node, name))})")
   if name not in {f.name for f in dataclasses.fields(node)}:
     raise ValueError(f"{source}: unknown key {key!r}; accepted: {fields_of(node)}")

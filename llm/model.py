@@ -59,7 +59,7 @@ class Transformer(nnx.Module):
       x = x + self.position_embed(positions)
     new_keys, new_values = [], []
     call = type(self.blocks[0]).__call__
-    call = nnx.remat(call) if self.config.remat else call
+    call = nnx.remat(call) if self.config.remat and cache is None else call  # decoding needs no remat
     for i, block in enumerate(self.blocks):
       layer_cache = None if cache is None else (cache.key[i], cache.value[i])
       x, (k, v) = call(block, x, ctx, layer_cache)

@@ -67,7 +67,7 @@ def make_train_step(graphdef, optimizer, loss_fn=next_token_loss, *, param_shard
     count = next(iter(batch.values())).shape[0]
     grads, metrics = jax.tree.map(lambda x: x / count, total)
     updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, {**metrics, "grad_norm": optax.global_norm(grads)}
+    return optax.apply_updates(params, updates), opt_state, {**metrics, "grad_norm": optax.tree.norm(grads)}
 
   if param_shardings is None:
     return jax.jit(step, donate_argnums=(0, 1))

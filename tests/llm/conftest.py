@@ -2,9 +2,14 @@
 (no download), and saved as safetensors folders. Fixtures that need torch skip without it; the golden
 fixtures in tests/llm/golden/ cover the no-torch case."""
 
+import os
+import sys
+
 import numpy as np
 import pytest
 import transformers
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tiny.py, for tests and workers
 
 VOCAB = 97
 COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
@@ -80,3 +85,11 @@ def make_padded_batch(rng, batch=3, length=9):
   ids = np.where(mask == 1, ids, 0)
   positions = np.maximum(np.cumsum(mask, -1) - 1, 0)
   return ids, mask, positions
+
+
+@pytest.fixture(scope="session")
+def assets(tmp_path_factory):
+  """tests/llm/tiny.py's tokenizer, tiny Llama policy folder and preference JSONL files."""
+  import tiny
+  return tiny.build(str(tmp_path_factory.mktemp("assets")))
+

@@ -60,3 +60,11 @@ def gold_reward(prompts, responses):
   score = lambda text: sum(w.strip(".,") in POSITIVE for w in text.split()) - sum(
       w.strip(".,") in NEGATIVE for w in text.split())
   return [float(score(r)) for r in responses]
+
+
+def overrides(assets, out, **extra):
+  """CLI overrides that train the tiny policy quickly (batch 8, no progress bar, no TensorBoard)."""
+  items = {"model.path": assets["policy"], "data.train": assets["train"], "data.eval": assets["eval"],
+           "output_dir": str(out), "train.batch_size": 8, "train.progress": "false", "train.tensorboard": "false",
+           **extra}
+  return [f"{k}={v}" for k, v in items.items()]

@@ -1,0 +1,123 @@
+"""llm.config (YAML + overrides, validation) and llm.data (JSONL formats, Appendix H filter, batch order)."""
+
+import glob
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from llm import config as C
+from llm import data
+from llm import tokenizer as tok
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_precedence_defaults_file_command_section_overrides(tmp_path):
+  assert C.load_config("dpo").train.learning_rate == 1e-6  # Table 8's DPO default
+  assert C.load_config("sft").train.batch_size == 12  # Table 8's SFT-RLHF
+  path = tmp_path / "c.yaml"
+  path.write_text("train: {learning_rate: 2.0e-5, mesh: {fsdp: -1}}\ncommands:\n  dpo: {dpo: {beta: 0.3}}\n"
+                  "model: {path: m}\n")
+  dpo = C.load_config("dpo", str(path), ["train.batch_size=4", "evaluate.temperatures=[0.5, 1]"])
+  assert (dpo.train.learning_rate, dpo.dpo.beta, dpo.train.batch_size, dpo.train.mesh) == (2e-5, 0.3, 4, {"fsdp": -1})
+  assert dpo.evaluate.temperatures == [0.5, 1.0]
+  assert C.load_config("sft", str(path)).dpo.beta == 0.1  # the dpo section applies only to dpo
+  assert C.load_config("dpo", str(path), ["train.learning_rate=1e-3"]).train.learning_rate == 1e-3  # "1e-3" is a str in YAML
+
+
+@pytest.mark.parametrize("text, overrides, message", [
+    ("train: {learnig_rate: 1.0}\n", [], "unknown key 'train.learnig_rate'; accepted: learning_rate"),
+    ("trian: {}\n", [], "unknown key 'trian'"),
+    ("", ["train.batch_size=many"], "train.batch_size must be int, got 'many'"),
+    ("", ["train.batch_size=0"], "train.batch_size must be > 0"),
+    ("", ["train.batch_size=6", "train.grad_accum=4"], "must be a multiple of train.grad_accum"),
+    ("", ["dpo.loss=kto"], "dpo.loss must be one of ['dpo', 'hinge', 'ipo']"),
+    ("", ["dpo.label_smoothing=0.7"], "dpo.label_smoothing must be in [0, 0.5]"),
+    ("", ["dpo.uncertainty_coef=1"], "needs dpo.reward_ensemble"),
+    ("", ["train.mesh={model: 2}"], "train.mesh: unknown axes ['model']"),
+    ("", ["train"], "expected key=value"),
+    ("commands: {ppo: {}}\n", [], "unknown commands ['ppo']"),
+    ("train: [1, 2\n", [], "not valid YAML"),
+])
+def test_bad_configs_name_the_key(tmp_path, text, overrides, message):
+  path = tmp_path / "bad.yaml"
+  path.write_text(text)
+  with pytest.raises(ValueError, match=None) as info:
+    C.load_config("dpo", str(path), overrides)
+  assert message in str(info.value)
+
+
+def test_missing_files_are_named(tmp_path):
+  with pytest.raises(ValueError, match="--config .*nope.yaml: no such file"):
+    C.load_config("sft", str(tmp_path / "nope.yaml"))
+  with pytest.raises(ValueError, match="data.train: .*missing.jsonl: no such file"):
+    C.require_file("data.train", str(tmp_path / "missing.jsonl"))
+  with pytest.raises(ValueError, match="model.path is required"):
+    C.require_file("model.path", "", folder=True)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml"))))
+def test_shipped_configs_validate_for_every_command(path):
+  for command in C.COMMANDS:
+    C.load_config(command, path)
+
+
+def write(path, lines):
+  path.write_text("\n".join(lines) + "\n")
+  return str(path)
+
+
+def test_formats_and_the_hh_rlhf_split(tmp_path):
+  hh = tok.format_dialogue(["hi", "hello", "how are you?"])
+  lines = [json.dumps({"prompt": "p", "chosen": " a", "rejected": " b"}),
+           "",
+           json.dumps({"chosen": hh + " fine", "rejected": hh + " bad"})]
+  prefs, counts = data.load_examples(write(tmp_path / "p.jsonl", lines), "preferences")
+  assert prefs == [("p", " a", " b"), (hh, " fine", " bad")] and counts == {"lines": 2, "malformed": 0}
+  prompts, _ = data.load_examples(write(tmp_path / "q.jsonl", [json.dumps({"prompt": "x"}), lines[2]]), "prompts")
+  assert prompts == ["x", hh]
+  sft, _ = data.load_examples(write(tmp_path / "s.jsonl", [json.dumps({"prompt": "x", "response": " y"}), lines[0]]),
+                              "sft")
+  assert sft == [("x", " y"), ("p", " a")]
+
+
+@pytest.mark.parametrize("line, message", [
+    ("{not json", "malformed line"),
+    ("[1, 2]", "not a JSON object"),
+    (json.dumps({"prompt": "p", "chosen": "a"}), "'rejected' must be a string"),
+    (json.dumps({"chosen": "\n\nHuman: a\n\nAssistant: x", "rejected": "\n\nHuman: b\n\nAssistant: y"}),
+     "different prompts"),
+    (json.dumps({"text": "no assistant turn"}), "in dialogue 'no assistant turn'"),
+])
+def test_malformed_lines_name_file_and_line_or_are_skipped_and_counted(tmp_path, line, message):
+  good = json.dumps({"prompt": "p", "chosen": " a", "rejected": " b"})
+  path = write(tmp_path / "bad.jsonl", [good, line, good])
+  kind = "prompts" if "text" in line else "preferences"
+  with pytest.raises(ValueError) as info:
+    data.load_examples(path, kind)
+  assert f"bad.jsonl:2:" in str(info.value) and message in str(info.value)
+  examples, counts = data.load_examples(path, kind, skip_malformed=True)
+  assert len(examples) == 2 and counts == {"lines": 3, "malformed": 1}
+
+
+def test_appendix_h_filter_counts(tmp_path):
+  tokenizer = tok.train_tokenizer(["short prompt and some words " * 4], vocab_size=300)
+  examples = [("short", " a", " b"), ("short", " same", " same "), ("word " * 50, " a", " b")]
+  kept, counts = data.filter_preferences(examples, tokenizer, max_prompt_length=20)
+  assert kept == [examples[0]] and counts == {"identical": 1, "long_prompt": 1}
+  arrays = data.tokenize_preferences(tokenizer, kept * 2, 20, 8)
+  assert {k: v.shape[0] for k, v in arrays.items()} == dict.fromkeys(arrays, 2)
+  assert arrays["chosen_ids"].shape == arrays["rejected_ids"].shape  # one response length for both sides
+
+
+def test_batch_order_is_a_function_of_key_and_step():
+  rng = jax.random.key(3)
+  epoch = [data.batch_indices(rng, s, 10, 3) for s in range(3)]  # 3 steps per epoch, 1 row left out
+  flat = np.concatenate(epoch)
+  assert len(set(flat)) == 9 and np.array_equal(data.batch_indices(rng, 1, 10, 3), epoch[1])
+  assert not np.array_equal(np.concatenate([data.batch_indices(rng, s, 10, 3) for s in range(3, 6)]), flat)
+  micro = data.microbatches({"x": np.arange(20).reshape(10, 2)}, epoch[0][:2], 2)["x"]
+  assert micro.shape == (2, 1, 2)

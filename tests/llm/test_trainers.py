@@ -1,0 +1,266 @@
+"""The trainers on a tiny Llama and an easy preference task (tests/llm/tiny.py): losses against independent
+computations, SFT's loss falls, reward models reach high accuracy, DPO moves implicit rewards the right
+way, reference log-probs are computed once, a NaN stops the run and keeps the last good checkpoint, a
+SIGKILLed run resumes to the same params, 2 processes equal 1, the paper's config template runs."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from safetensors.numpy import load_file
+
+import tiny
+from gshf_jax import losses
+from llm import cli, data, hf_io, oracle, trainers
+from llm import config as C
+from llm import tokenizer as tok
+from llm.train import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run(command, assets, out, **extra):
+  return cli.RUNNERS[command](C.load_config(command, None, tiny.overrides(assets, out, **extra)))
+
+
+def metrics(out):
+  with open(os.path.join(out, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def sft(assets, tmp_path_factory):
+  out = tmp_path_factory.mktemp("sft")
+  summary = run("sft", assets, out, **{"train.learning_rate": 3e-3, "train.epochs": 2, "train.log_every": 1})
+  return str(out), summary
+
+
+@pytest.fixture(scope="module")
+def ensemble(assets, sft, tmp_path_factory):
+  out = tmp_path_factory.mktemp("reward")
+  summary = run("reward", assets, out, **{"model.path": os.path.join(sft[0], "model"), "train.learning_rate": 3e-3,
+                                          "train.epochs": 2, "reward.ensemble_size": 2})
+  return str(out), summary
+
+
+def test_sft_loss_is_the_response_nll_and_falls(assets, sft):
+  model, _ = hf_io.load_hf_checkpoint(assets["policy"])
+  tokenizer = tok.load_tokenizer(assets["policy"])
+  examples, _ = data.load_examples(assets["eval"], "sft")
+  arrays = data.tokenize_sft(tokenizer, examples, 64, 64)
+  ids = np.concatenate([arrays["prompt_ids"], arrays["response_ids"]], 1)
+  mask = np.concatenate([arrays["prompt_mask"], arrays["response_mask"]], 1)
+  logits = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)), np.float64)
+  logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+  token = np.take_along_axis(logp[:, :-1], ids[:, 1:, None], -1)[..., 0]
+  response = np.concatenate([np.zeros_like(arrays["prompt_mask"]), arrays["response_mask"]], 1)[:, 1:]
+  expected = -(token * response).sum() / response.sum()
+  loss, _ = trainers.sft_loss(model, {k: jnp.asarray(v) for k, v in arrays.items()})
+  np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+
+  out, summary = sft
+  log = [m for m in metrics(out) if "train/loss" in m]
+  assert [m["step"] for m in log] == list(range(1, 17))  # 64 pairs / batch 8 x 2 epochs
+  assert log[-1]["train/loss"] < log[0]["train/loss"] - 1.0
+  assert summary["metrics"]["eval/loss"] < float(loss) - 1.0  # the held-out response NLL fell too
+  assert summary["data"] == {"lines": 64, "malformed": 0, "long_prompt": 0, "kept": 64}
+  assert os.path.exists(os.path.join(out, "model", "model.safetensors"))
+  assert os.path.exists(os.path.join(out, "model", "tokenizer.json"))
+
+
+def test_reward_ensemble_reaches_high_accuracy_and_scores_like_its_loss(assets, ensemble):
+  out, summary = ensemble
+  assert summary["ensemble_size"] == 2
+  for member in summary["members"]:
+    assert member["metrics"]["eval/accuracy"] >= 0.9, member["metrics"]
+  folder = os.path.join(out, "member_0", "model")
+  model, config = hf_io.load_hf_checkpoint(folder)
+  assert config.num_labels == 1
+  tokenizer = tok.load_tokenizer(folder)
+  pairs, _ = data.load_examples(assets["eval"], "preferences")
+  arrays = {k: jnp.asarray(v) for k, v in data.tokenize_preferences(tokenizer, pairs, 64, 64).items()}
+  loss, m = trainers.reward_model_loss(model, arrays)
+  # the oracle scores text on its own path (re-tokenized, padded to multiples of 32)
+  judge = oracle.reward_model_oracle(folder, batch_size=8)
+  r_c = judge.rewards([p for p, _, _ in pairs], [c for _, c, _ in pairs])
+  r_r = judge.rewards([p for p, _, _ in pairs], [r for _, _, r in pairs])
+  np.testing.assert_allclose(float(loss), np.mean(np.logaddexp(0, -(r_c - r_r))), rtol=1e-4)
+  np.testing.assert_allclose(float(m["accuracy"]), np.mean(r_c > r_r))
+
+
+def test_pessimistic_dpo_moves_implicit_rewards_and_uses_cached_reference(assets, sft, ensemble, tmp_path,
+                                                                          monkeypatch):
+  out = str(tmp_path / "dpo")
+  policy = os.path.join(sft[0], "model")
+  extra = {"model.path": policy, "train.learning_rate": 1e-3, "train.log_every": 1, "train.save_every": 4,
+           "dpo.uncertainty_coef": 0.5, "dpo.reward_ensemble": ensemble[0]}
+  summary = run("dpo", assets, out, **extra)
+  log = [m for m in metrics(out) if "train/loss" in m]
+  assert log[-1]["train/rewards/margin"] > log[0]["train/rewards/margin"] + 0.05
+  assert summary["metrics"]["eval/rewards/accuracy"] >= 0.9 and summary["metrics"]["eval/rewards/chosen"] > \
+      summary["metrics"]["eval/rewards/rejected"]
+
+  # the cached reference log-probs are log pi0(y | x) of the starting policy, computed independently
+  cache = np.load(os.path.join(out, "reference_logprobs_train.npz"))
+  model, _ = hf_io.load_hf_checkpoint(policy)
+  tokenizer = tok.load_tokenizer(policy)
+  pairs, _ = data.load_examples(assets["train"], "preferences")
+  p_ids, p_mask = tok.encode_prompts(tokenizer, [pairs[5][0]], 64)
+  for side, column in ((1, "ref_chosen"), (2, "ref_rejected")):
+    r_ids, r_mask = tok.encode_responses(tokenizer, [pairs[5][side]], 64)
+    ids = np.concatenate([p_ids, r_ids], 1)
+    logp = jax.nn.log_softmax(model(jnp.asarray(ids))[0].astype(jnp.float64))
+    expected = sum(float(logp[t - 1, ids[0, t]]) for t in range(p_ids.shape[1], ids.shape[1]))
+    np.testing.assert_allclose(cache[column][5], expected, rtol=1e-5)
+
+  # step 1 (policy = reference): the loss is the mean of -log sigmoid(margin) over the first batch, Eq. (10)
+  gamma = np.load(os.path.join(out, "uncertainty_train.npz"))
+  first = data.batch_indices(jax.random.key(0), 0, 64, 8)
+  margin = 0.5 * (gamma["gamma_chosen"][first] - gamma["gamma_rejected"][first])
+  assert np.std(gamma["gamma_chosen"]) > 0
+  np.testing.assert_allclose(log[0]["train/loss"], np.mean(np.logaddexp(0, -margin)), rtol=1e-4)
+
+  # a rerun with the outputs gone resumes from the checkpoint and the caches: nothing is recomputed
+  os.remove(os.path.join(out, "summary.json"))
+  monkeypatch.setattr(trainers, "reference_logprobs", lambda *a: pytest.fail("reference log-probs recomputed"))
+  monkeypatch.setattr(trainers, "ensemble_uncertainty", lambda *a: pytest.fail("uncertainty recomputed"))
+  again = run("dpo", assets, out, **extra)
+  assert again["metrics"]["step"] == 8 and "train/loss" not in again["metrics"]
+
+
+@pytest.mark.parametrize("name, expected", [("hinge", 1.0), ("ipo", (1 / (2 * 0.1)) ** 2)])
+def test_hinge_and_ipo_at_the_reference(assets, name, expected):
+  model, _ = hf_io.load_hf_checkpoint(assets["policy"])
+  tokenizer = tok.load_tokenizer(assets["policy"])
+  pairs, _ = data.load_examples(assets["eval"], "preferences")
+  batch = {k: jnp.asarray(v) for k, v in data.tokenize_preferences(tokenizer, pairs[:4], 64, 64).items()}
+  ref_c, ref_r = trainers.policy_logprobs(model, batch)
+  section = C.load_config("dpo", None, [f"dpo.loss={name}"]).dpo
+  loss, m = trainers.make_dpo_loss(section)(model, {**batch, "ref_chosen": ref_c, "ref_rejected": ref_r})
+  np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+  dpo, _ = trainers.make_dpo_loss(C.load_config("dpo").dpo)(model, {**batch, "ref_chosen": ref_c - 1.0,
+                                                                    "ref_rejected": ref_r})
+  np.testing.assert_allclose(float(dpo), float(losses.dpo_loss(0.0, 0.0, -1.0, 0.0, 0.1)), rtol=1e-5)
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(assets, tmp_path):
+  model, _ = hf_io.load_hf_checkpoint(assets["policy"])
+  tokenizer = tok.load_tokenizer(assets["policy"])
+  examples, _ = data.load_examples(assets["train"], "sft")
+  arrays = data.tokenize_sft(tokenizer, examples, 64, 64)
+  arrays["poison"] = np.zeros(len(examples), np.float32)
+  rng = jax.random.key(0)
+  poisoned_step = 5
+  arrays["poison"][data.batch_indices(rng, poisoned_step, 64, 8)[0]] = np.nan
+
+  def loss_fn(model, batch):
+    loss, m = trainers.sft_loss(model, batch)
+    return loss + batch["poison"].sum(), m
+
+  config = C.load_config("sft", None, ["train.batch_size=8", "train.save_every=2", "train.progress=false",
+                                       "train.tensorboard=false"]).train
+  with pytest.raises(FloatingPointError, match=r"non-finite loss or gradient at step 6 .*last good checkpoint is "
+                                               r"step 4"):
+    train(model, loss_fn, arrays, config, str(tmp_path))
+  from llm import checkpoint
+  mngr = checkpoint.manager(str(tmp_path / "checkpoints"))
+  assert mngr.latest_step() == 4
+  assert [m["step"] for m in metrics(str(tmp_path))] == []  # log_every = 10: nothing logged before the stop
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def cli_process(args, env_extra=None):
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.path.dirname(__file__)]), **(env_extra or {})}
+  env.pop("XLA_FLAGS", None)
+  return subprocess.Popen([sys.executable, "-m", "llm", *args], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+def params_of(out):
+  return load_file(os.path.join(out, "model", "model.safetensors"))
+
+
+def test_a_sigkilled_run_resumes_to_the_same_params(assets, tmp_path):
+  extra = {"train.max_steps": 40, "train.save_every": 2, "train.learning_rate": 1e-3, "train.grad_accum": 2}
+  reference = cli_process(["sft", *tiny.overrides(assets, tmp_path / "whole", **extra)])
+  killed_dir = tmp_path / "killed"
+  victim = cli_process(["sft", *tiny.overrides(assets, killed_dir, **extra)])
+  deadline = time.time() + 120
+  while time.time() < deadline:
+    folder = killed_dir / "checkpoints"
+    steps = [int(d) for d in os.listdir(folder) if d.isdigit()] if folder.exists() else []
+    if any(s >= 6 for s in steps):
+      break
+    time.sleep(0.02)
+  victim.send_signal(signal.SIGKILL)
+  victim.wait()
+  steps = sorted(int(d) for d in os.listdir(killed_dir / "checkpoints") if d.isdigit())
+  assert steps and steps[-1] < 40, f"the run was not killed mid-way: {steps}"
+  assert not (killed_dir / "model").exists()
+  resumed = cli_process(["sft", *tiny.overrides(assets, killed_dir, **extra)])
+  for p in (reference, resumed):
+    output = p.communicate(timeout=300)[0]
+    assert p.returncode == 0, output
+  whole, again = params_of(str(tmp_path / "whole")), params_of(str(killed_dir))
+  for name in whole:
+    np.testing.assert_array_equal(whole[name], again[name], err_msg=name)
+  assert [m["step"] for m in metrics(str(killed_dir))] == [m["step"] for m in metrics(str(tmp_path / "whole"))]
+
+
+def test_dpo_on_two_processes_equals_one_process(assets, sft, tmp_path):
+  extra = {"model.path": os.path.join(sft[0], "model"), "train.max_steps": 3, "train.learning_rate": 1e-3}
+  single = cli_process(["dpo", *tiny.overrides(assets, tmp_path / "one", **extra)])
+  port = free_port()
+  workers = [cli_process(["dpo", *tiny.overrides(assets, tmp_path / "two", **extra),
+                          f"distributed.coordinator_address=127.0.0.1:{port}", "distributed.num_processes=2",
+                          f"distributed.process_id={i}"]) for i in range(2)]
+  for p in [single, *workers]:
+    try:
+      output = p.communicate(timeout=300)[0]
+    except subprocess.TimeoutExpired:
+      for q in workers:
+        q.kill()
+      raise
+    assert p.returncode == 0, output
+  one, two = params_of(str(tmp_path / "one")), params_of(str(tmp_path / "two"))
+  start = load_file(os.path.join(sft[0], "model", "model.safetensors"))
+  for name in one:
+    np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-6, err_msg=name)
+  assert any(not np.allclose(one[n], start[n]) for n in one)  # training changed the params
+  summary = json.load(open(tmp_path / "two" / "summary.json"))
+  assert summary["metrics"]["step"] == 3
+
+
+def test_the_paper_template_runs_end_to_end_on_tiny_models(assets, sft, ensemble, tmp_path, capsys):
+  template = os.path.join(ROOT, "configs", "paper_open_llama_3b.yaml")
+  extra = {"model.path": os.path.join(sft[0], "model"), "dpo.reference": os.path.join(sft[0], "model"),
+           "train.max_steps": 2, "train.mesh": "{fsdp: -1}", "model.dtype": "float32", "model.compute_dtype": "bfloat16",
+           "dpo.uncertainty_coef": 0.1, "dpo.reward_ensemble": ensemble[0]}
+  assert cli.main(["dpo", "--config", template, *tiny.overrides(assets, tmp_path / "dpo", **extra)]) == 0
+  assert json.loads(capsys.readouterr().out)["metrics"]["step"] == 2
+  evaluate = {"model.path": str(tmp_path / "dpo" / "model"), "evaluate.prompts": assets["prompts"],
+              "evaluate.ood_prompts": assets["prompts"], "evaluate.reference": os.path.join(sft[0], "model"),
+              "evaluate.baseline": os.path.join(sft[0], "model"), "evaluate.max_new_tokens": 6,
+              "evaluate.batch_size": 8, "oracle.kind": "callable", "oracle.function": "tiny:gold_reward"}
+  assert cli.main(["evaluate", "--config", template, *tiny.overrides(assets, tmp_path / "eval", **evaluate)]) == 0
+  report = json.load(open(tmp_path / "eval" / "evaluation.json"))
+  (result,) = report.values()
+  assert set(result["temperatures"]) == {"0.7", "1.0", "1.3"} and "kl" in result and "win_rate" in result
+  assert (tmp_path / "eval" / "evaluation_temperature.png").exists()
+  bad = {"data.train": str(tmp_path / "missing.jsonl")}
+  assert cli.main(["dpo", "--config", template, *tiny.overrides(assets, tmp_path / "bad", **{**extra, **bad})]) == 2
+  assert "data.train: " in capsys.readouterr().err
