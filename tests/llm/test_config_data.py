@@ -98,7 +98,7 @@ def test_malformed_lines_name_file_and_line_or_are_skipped_and_counted(tmp_path,
   kind = "prompts" if "text" in line else "preferences"
   with pytest.raises(ValueError) as info:
     data.load_examples(path, kind)
-  assert f"bad.jsonl:2:" in str(info.value) and message in str(info.value)
+  assert "bad.jsonl:2:" in str(info.value) and message in str(info.value)
   examples, counts = data.load_examples(path, kind, skip_malformed=True)
   assert len(examples) == 2 and counts == {"lines": 3, "malformed": 1}
 

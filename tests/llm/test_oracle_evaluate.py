@@ -4,7 +4,6 @@ and the sample / label commands."""
 
 import json
 import math
-import os
 
 import jax
 import jax.numpy as jnp
