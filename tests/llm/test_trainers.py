@@ -39,7 +39,8 @@ def metrics(out):
 @pytest.fixture(scope="module")
 def sft(assets, tmp_path_factory):
   out = tmp_path_factory.mktemp("sft")
-  summary = run("sft", assets, out, **{"train.learning_rate": 3e-3, "train.epochs": 2, "train.log_every": 1})
+  summary = run("sft", assets, out, **{"train.learning_rate": 3e-3, "train.epochs": 2, "train.log_every": 1,
+                                      "train.tensorboard": "true"})
   return str(out), summary
 
 
@@ -74,6 +75,7 @@ def test_sft_loss_is_the_response_nll_and_falls(assets, sft):
   assert summary["data"] == {"lines": 64, "malformed": 0, "long_prompt": 0, "kept": 64}
   assert os.path.exists(os.path.join(out, "model", "model.safetensors"))
   assert os.path.exists(os.path.join(out, "model", "tokenizer.json"))
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(out, "tensorboard")))
 
 
 def test_reward_ensemble_reaches_high_accuracy_and_scores_like_its_loss(assets, ensemble):
