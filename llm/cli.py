@@ -1,7 +1,9 @@
-"""python -m llm COMMAND [--config FILE] [key=value ...]
+"""python -m llm [COMMAND] [--config FILE] [key=value ...]
 
-Commands: sft, reward, dpo (trainers, see llm.trainers), sample (responses to prompts), label (pairs
-labelled by the preference oracle), evaluate (gold reward, KL, win rate, temperature sweep). Settings are
+With no command: the built-in task's whole comparison (llm.builtin; --quick, --out, --seed). Commands:
+sft, reward, dpo (trainers, see llm.trainers), sample (responses to prompts), label (pairs labelled by the
+preference oracle), evaluate (gold reward, KL, win rate, temperature sweep), and the paper's pipelines
+rso, multistep_rso, hybrid, online, best_of_n (llm.pipelines). Settings are
 llm.config's sections (model.*, data.*, train.*, dpo.*, reward.*, oracle.*, sample.*, label.*,
 evaluate.*, distributed.*, output_dir) from the YAML file and the overrides. The same command runs on
 every host of a multi-host job (jax.distributed is initialized from distributed.* or the environment).
@@ -16,7 +18,7 @@ import jax
 import numpy as np
 
 from llm import config as config_lib
-from llm import data, distributed, evaluate, oracle, sampling, trainers
+from llm import data, distributed, evaluate, oracle, pipelines, sampling, trainers
 from llm.config import require_file
 from llm.train import write_atomic
 
@@ -103,13 +105,18 @@ def run_evaluate(config):
 
 
 RUNNERS = {"sft": trainers.run_sft, "reward": trainers.run_reward, "dpo": trainers.run_dpo, "sample": run_sample,
-           "label": run_label, "evaluate": run_evaluate}
+           "label": run_label, "evaluate": run_evaluate, "rso": pipelines.run_rso,
+           "multistep_rso": pipelines.run_multistep_rso, "hybrid": pipelines.run_hybrid, "online": pipelines.run_online,
+           "best_of_n": pipelines.run_best_of_n}
 
 
 def parser():
   p = argparse.ArgumentParser(prog="python -m llm", description=__doc__.split("\n\n")[1],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("command", choices=sorted(RUNNERS))
+  p.add_argument("command", nargs="?", default="builtin", choices=["builtin", *sorted(RUNNERS)])
+  p.add_argument("--quick", action="store_true", help="builtin: the small variant the tests run (< 3 min)")
+  p.add_argument("--out", default="results/llm", help="builtin: output folder (default results/llm)")
+  p.add_argument("--seed", type=int, default=0, help="builtin: seed")
   p.add_argument("--config", help="YAML file (sections as in llm/config.py; see configs/)")
   p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.learning_rate=1e-5 output_dir=runs/x")
   return p
@@ -117,6 +124,13 @@ def parser():
 
 def main(argv=None):
   args = parser().parse_intermixed_args(argv)
+  if args.command == "builtin":
+    if args.config or args.overrides:
+      print("python -m llm: the built-in run takes only --quick, --out and --seed", file=sys.stderr)
+      return 2
+    from llm import builtin
+    builtin.run_builtin(args.out, quick=args.quick, seed=args.seed)
+    return 0
   try:
     config = config_lib.load_config(args.command, args.config, args.overrides)
     d = config.distributed

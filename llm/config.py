@@ -15,7 +15,8 @@ import typing
 
 import yaml
 
-COMMANDS = ("sft", "reward", "dpo", "sample", "label", "evaluate")
+COMMANDS = ("sft", "reward", "dpo", "sample", "label", "evaluate", "rso", "multistep_rso", "hybrid", "online",
+            "best_of_n")
 
 
 @dataclasses.dataclass
@@ -112,6 +113,29 @@ class EvaluateSection:
 
 
 @dataclasses.dataclass
+class PipelineSection:
+  """The paper's pipelines (llm.pipelines): D_off is data.train, pi0 is model.path, the gold oracle is
+  oracle.*; Table 8's values as defaults."""
+  prompts: str = ""  # training prompts (JSONL) for sampling; default: D_off's prompts
+  candidates: int = 8  # RSO: K candidates per prompt (Table 8: candidates and accepted 8-2)
+  accepted: int = 2  # RSO: accepted samples per prompt (accepted / 2 pairs)
+  rso_coefficient: float = 0.5  # RSO rejection-sampling coefficient (Table 8)
+  multistep_etas: list = dataclasses.field(default_factory=lambda: [0.5, 0.3, 0.1])  # Table 8's KL path
+  multistep_coefficient: float = 3.0  # Table 8: multi-step RSO's rejection-sampling coefficient
+  iterations: int = 3  # hybrid / online GSHF: T
+  queries_per_iteration: int = 0  # oracle queries per iteration (0: |D_off| / T, the offline budget)
+  enhancer: str = "reference"  # reference (pi0) | best_of_n (of the current policy) | temperature
+  enhancer_n: int = 8
+  enhancer_temperature: float = 0.7
+  best_of_n: int = 8  # Table 8: best-of-n
+  proxy_reward: str = ""  # a trained proxy reward model (RSO, best-of-n); default: trained on D_off
+  reward_learning_rate: float = 5e-6  # the proxy reward model's (Table 9: RM training 3B)
+  max_new_tokens: int = 400  # Table 9: data generation
+  temperature: float = 1.0
+  batch_size: int = 32  # prompts per sampling call
+
+
+@dataclasses.dataclass
 class DistributedSection:
   coordinator_address: str = ""  # host:port of process 0 (default: JAX_COORDINATOR_ADDRESS or auto)
   num_processes: int = 0  # 0: from the environment
@@ -130,6 +154,7 @@ class Config:
   sample: SampleSection = dataclasses.field(default_factory=SampleSection)
   label: LabelSection = dataclasses.field(default_factory=LabelSection)
   evaluate: EvaluateSection = dataclasses.field(default_factory=EvaluateSection)
+  pipeline: PipelineSection = dataclasses.field(default_factory=PipelineSection)
   distributed: DistributedSection = dataclasses.field(default_factory=DistributedSection)
 
 
@@ -138,21 +163,28 @@ COMMAND_DEFAULTS = {
     "sft": {"train.learning_rate": 1e-5, "train.batch_size": 12, "train.epochs": 2},
     "reward": {"train.learning_rate": 5e-6, "train.batch_size": 16, "train.epochs": 1},
     "dpo": {"train.learning_rate": 1e-6, "train.batch_size": 32, "train.epochs": 1, "dpo.beta": 0.1},
+    "rso": {"train.learning_rate": 5e-6, "train.batch_size": 32, "train.epochs": 1},
+    "multistep_rso": {"train.learning_rate": 1e-6, "train.batch_size": 32},
+    "hybrid": {"train.learning_rate": 1e-6, "train.batch_size": 32},
+    "online": {"train.learning_rate": 5e-7, "train.batch_size": 64},
 }
 
 CHOICES = {
     "model.dtype": ("float32", "bfloat16"), "model.compute_dtype": ("", "float32", "bfloat16"),
     "dpo.loss": ("dpo", "hinge", "ipo"), "oracle.kind": ("reward_model", "callable", "dataset"),
-    "oracle.labels": ("bt", "argmax"),
+    "oracle.labels": ("bt", "argmax"), "pipeline.enhancer": ("reference", "best_of_n", "temperature"),
 }
 POSITIVE = ("data.max_prompt_length", "data.max_response_length", "train.learning_rate", "train.epochs",
             "train.batch_size", "train.grad_accum", "train.save_every", "train.log_every",
             "train.keep_checkpoints", "dpo.beta", "reward.ensemble_size", "oracle.batch_size",
             "sample.num_samples", "sample.max_new_tokens", "sample.batch_size", "evaluate.max_new_tokens",
-            "evaluate.batch_size")
+            "evaluate.batch_size", "pipeline.candidates", "pipeline.accepted", "pipeline.rso_coefficient",
+            "pipeline.multistep_coefficient", "pipeline.iterations", "pipeline.enhancer_n", "pipeline.reward_learning_rate",
+            "pipeline.enhancer_temperature", "pipeline.best_of_n", "pipeline.max_new_tokens", "pipeline.temperature",
+            "pipeline.batch_size")
 NON_NEGATIVE = ("train.warmup_ratio", "train.max_steps", "train.max_grad_norm", "train.weight_decay",
                 "train.eval_every", "dpo.uncertainty_coef", "sample.temperature", "sample.top_k",
-                "evaluate.num_prompts", "evaluate.tie_tolerance")
+                "evaluate.num_prompts", "evaluate.tie_tolerance", "pipeline.queries_per_iteration")
 
 
 def load_config(command, path=None, overrides=()):
@@ -282,6 +314,11 @@ def validate(config):
     raise ValueError(f"sample.top_p must be in (0, 1], got {config.sample.top_p}")
   if any(t < 0 for t in config.evaluate.temperatures):
     raise ValueError(f"evaluate.temperatures must be >= 0, got {config.evaluate.temperatures}")
+  p = config.pipeline
+  if p.accepted % 2 or p.accepted > p.candidates:
+    raise ValueError(f"pipeline.accepted must be even and <= pipeline.candidates, got {p.accepted} of {p.candidates}")
+  if not p.multistep_etas or any(eta <= 0 for eta in p.multistep_etas):
+    raise ValueError(f"pipeline.multistep_etas must be positive, got {p.multistep_etas}")
   if config.dpo.uncertainty_coef > 0 and not config.dpo.reward_ensemble:
     raise ValueError("dpo.uncertainty_coef > 0 (pessimistic DPO, Eq. 10) needs dpo.reward_ensemble")
   from llm import sharding
@@ -301,3 +338,13 @@ def require_file(key, path, *, folder=False):
 
 def to_dict(config):
   return dataclasses.asdict(config)
+
+
+def with_overrides(config, overrides):
+  """A validated copy of `config` with {"a.b": value} applied (how a pipeline configures its stages)."""
+  import copy
+  config = copy.deepcopy(config)
+  for key, value in overrides.items():
+    set_key(config, key, value, "pipeline stage")
+  validate(config)
+  return config

@@ -1,0 +1,226 @@
+"""`python -m llm` with no command: the paper's comparison (Table 1, Figures 2, 4, 5) in miniature on the
+built-in review task (llm.review_task), on a laptop-class CPU.
+
+Stages (each persisted under OUT; a rerun skips finished ones and resumes an interrupted one):
+  task/          tokenizer (HF tokenizers BPE), grammar SFT data, train / test / OOD prompts
+  pi0/           pi0: a small Llama trained from scratch by SFT on grammar samples of mixed sentiment
+  d_off.jsonl    D_off: two pi0 samples per train prompt, labelled by the gold oracle (Bradley-Terry)
+  methods        SFT on D_off's preferred responses, offline DPO, RSO, multi-step RSO, hybrid GSHF-DPO
+                 (equal oracle budgets: |D_off| queries each), best-of-n as an inference-time baseline
+  evaluation/    per policy: gold reward (ID and OOD), KL(pi || pi0), win rate against DPO, length,
+                 temperature sweep
+Outputs: OUT/summary.md (the Table-1-style table), summary.json, frontier.png (reward vs KL per method
+and per hybrid iteration), temperature.png.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from llm import evaluate, hf_io, model_config, oracle, pipelines, review_task, trainers
+from llm import tokenizer as tok
+from llm.config import Config, with_overrides
+from llm.model import init_model
+from llm.train import write_atomic
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+  hidden: int
+  layers: int
+  vocab: int
+  sft_examples: int
+  sft_epochs: int
+  train_prompts: int  # |D_off| = train_prompts pairs
+  test_prompts: int
+  dpo_epochs: int
+  batch_size: int
+  max_new_tokens: int
+  temperatures: tuple
+  candidates: int
+
+
+SIZES = {
+    "default": Sizes(hidden=64, layers=2, vocab=400, sft_examples=6000, sft_epochs=2, train_prompts=768,
+                     test_prompts=256, dpo_epochs=2, batch_size=32, max_new_tokens=24,
+                     temperatures=(0.5, 0.7, 1.0, 1.3), candidates=8),
+    "quick": Sizes(hidden=32, layers=2, vocab=320, sft_examples=1024, sft_epochs=1, train_prompts=96,
+                   test_prompts=32, dpo_epochs=1, batch_size=16, max_new_tokens=12, temperatures=(0.7, 1.0),
+                   candidates=4),
+}
+GOLD = "llm.review_task:gold_reward"
+
+
+def build_task(out, sizes, seed):
+  """Writes OUT/task/ (tokenizer, sft.jsonl, {train,test,ood}_prompts.jsonl) and OUT/task/pi0_init (a random
+  Llama with the tokenizer); returns their paths."""
+  folder = os.path.join(out, "task")
+  paths = {name: os.path.join(folder, f"{name}.jsonl") for name in ("sft", "train_prompts", "test_prompts",
+                                                                     "ood_prompts")}
+  paths["init"] = os.path.join(folder, "pi0_init")
+  if os.path.isdir(paths["init"]):
+    return paths
+  rng = np.random.default_rng(seed)
+  os.makedirs(folder, exist_ok=True)
+  tokenizer = tok.train_tokenizer(review_task.tokenizer_corpus(rng, 4000), vocab_size=sizes.vocab)
+  pipelines.write_rows(paths["sft"], [{"prompt": p, "response": r} for p, r in review_task.corpus(rng, sizes.sft_examples)])
+  for name, n, ood in (("train_prompts", sizes.train_prompts, False), ("test_prompts", sizes.test_prompts, False),
+                       ("ood_prompts", sizes.test_prompts, True)):
+    pipelines.write_rows(paths[name], [{"prompt": p} for p in review_task.prompts(rng, n, ood=ood)])
+  config = model_config.ModelConfig(
+      model_type="llama", vocab_size=len(tokenizer), hidden_size=sizes.hidden, num_layers=sizes.layers, num_heads=4,
+      num_kv_heads=2, head_dim=sizes.hidden // 4, intermediate_size=3 * sizes.hidden, max_position_embeddings=128,
+      norm_eps=1e-5, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+      eos_token_id=tokenizer.eos_token_id)
+  tmp = paths["init"] + ".tmp"
+  hf_io.save_hf_checkpoint(init_model(config, seed), tmp)
+  tokenizer.save_pretrained(tmp)
+  os.replace(tmp, paths["init"])
+  return paths
+
+
+def base_config(out, sizes, paths, seed):
+  """The Config every stage starts from: the gold oracle, lengths, sampling and training sizes."""
+  return with_overrides(Config(), {
+      "output_dir": out, "model.path": os.path.join(out, "pi0", "model"), "data.train": os.path.join(out, "d_off.jsonl"),
+      "data.max_prompt_length": 16, "data.max_response_length": sizes.max_new_tokens,
+      "train.batch_size": sizes.batch_size, "train.epochs": sizes.dpo_epochs, "train.learning_rate": 5e-4,
+      "train.warmup_ratio": 0.03, "train.save_every": 50, "train.log_every": 10, "train.seed": seed,
+      "train.progress": False, "train.tensorboard": False, "dpo.beta": 0.1,
+      "oracle.kind": "callable", "oracle.function": GOLD, "oracle.labels": "bt",
+      "pipeline.prompts": paths["train_prompts"], "pipeline.candidates": sizes.candidates, "pipeline.accepted": 2,
+      "pipeline.max_new_tokens": sizes.max_new_tokens, "pipeline.batch_size": 64,
+      "pipeline.reward_learning_rate": 1e-3, "pipeline.enhancer_n": sizes.candidates,
+      "pipeline.best_of_n": sizes.candidates, "evaluate.prompts": paths["test_prompts"],
+      "evaluate.ood_prompts": paths["ood_prompts"], "evaluate.max_new_tokens": sizes.max_new_tokens,
+      "evaluate.batch_size": 64, "evaluate.temperatures": list(sizes.temperatures)})
+
+
+def train_pi0(config, paths, sizes):
+  return trainers.run_sft(with_overrides(config, {
+      "output_dir": os.path.join(config.output_dir, "pi0"), "model.path": paths["init"], "data.train": paths["sft"],
+      "train.learning_rate": 3e-3, "train.epochs": sizes.sft_epochs, "train.batch_size": 32}))
+
+
+def offline_data(config, paths):
+  """D_off: two samples of pi0 per train prompt, labelled by the gold oracle."""
+  prompts, _ = pipelines.data.load_examples(paths["train_prompts"], "prompts")
+  rows = pipelines.sample_responses(config, config.model.path, prompts, os.path.join(config.output_dir, "d_off_samples.jsonl"),
+                                    num_samples=2, seed=config.train.seed + 7)
+  return pipelines.label_with_oracle(config, prompts, [r["responses"][0] for r in rows],
+                                     [r["responses"][1] for r in rows], config.data.train, seed=config.train.seed + 7)
+
+
+def evaluate_folder(config, name, policy, baseline, key, *, temperatures=None):
+  """evaluate_policy of one policy folder, cached in OUT/evaluation/NAME.json."""
+  path = os.path.join(config.output_dir, "evaluation", f"{name}.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  e = config.evaluate
+  model, tokenizer = trainers.load_model(config.model, None, path=policy)
+  reference = trainers.load_model(config.model, None)[0]
+  opponent = trainers.load_model(config.model, None, path=baseline)[0] if baseline else None
+  prompts, _ = pipelines.data.load_examples(e.prompts, "prompts")
+  ood, _ = pipelines.data.load_examples(e.ood_prompts, "prompts")
+  result = evaluate.evaluate_policy(model, tokenizer, oracle.make_oracle(config.oracle), prompts, key,
+                                    reference=reference, baseline=opponent, ood_prompts=ood,
+                                    temperatures=tuple(temperatures or e.temperatures),
+                                    max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
+                                    max_prompt_length=config.data.max_prompt_length)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  write_atomic(path, json.dumps(result, indent=2, default=float))
+  return result
+
+
+def run_builtin(out="results/llm", *, quick=False, seed=0, log=print):
+  """Runs (or resumes) the whole comparison; returns the summary dict also written to OUT/summary.json."""
+  sizes = SIZES["quick" if quick else "default"]
+  start = time.time()
+  step = lambda message: log(f"[{time.time() - start:6.0f}s] {message}")
+  step("task: grammar data, tokenizer, prompts")
+  paths = build_task(out, sizes, seed)
+  config = base_config(out, sizes, paths, seed)
+  step("pi0: SFT from scratch on grammar samples")
+  pi0 = train_pi0(config, paths, sizes)
+  step("D_off: pi0 samples labelled by the gold oracle")
+  offline_data(config, paths)
+  policies = {"pi0": config.model.path}
+  step("SFT on D_off's preferred responses")
+  trainers.run_sft(with_overrides(config, {"output_dir": os.path.join(out, "sft"), "train.learning_rate": 1e-3}))
+  policies["SFT"] = os.path.join(out, "sft", "model")
+  step("offline DPO")
+  policies["DPO"] = pipelines.dpo_stage(config, os.path.join(out, "dpo"), config.data.train)
+  step("RSO")
+  policies["RSO"] = pipelines.run_rso(config)["policy"]
+  step("multi-step RSO")
+  policies["Multi-step RSO"] = pipelines.run_multistep_rso(config)["policy"]
+  step("hybrid GSHF-DPO")
+  hybrid = pipelines.run_hybrid(config)
+  policies["Hybrid GSHF-DPO"] = hybrid["policy"]
+  key = jax.random.key(seed + 11)
+  results = {}
+  for name, policy in policies.items():
+    step(f"evaluate {name}")
+    results[name] = evaluate_folder(config, name.replace(" ", "_"), policy,
+                                    None if name == "DPO" else policies["DPO"], key)
+  iterations = {}
+  for t, policy in enumerate(hybrid["iterations"][:-1]):
+    step(f"evaluate hybrid iteration {t + 1}")
+    iterations[f"iteration {t + 1}"] = evaluate_folder(config, f"hybrid_iteration_{t + 1}", policy, None, key,
+                                                       temperatures=(1.0,))
+  iterations[f"iteration {len(hybrid['iterations'])}"] = results["Hybrid GSHF-DPO"]
+  step("best-of-n of pi0")
+  best = pipelines.run_best_of_n(config)
+  summary = {"settings": {**dataclasses.asdict(sizes), "seed": seed, "quick": quick, "pi0_sft_loss":
+                          pi0["metrics"].get("eval/loss", pi0["metrics"].get("train/loss"))},
+             "methods": results, "hybrid_iterations": iterations, "best_of_n": best,
+             "oracle_queries": {"offline": sizes.train_prompts, "hybrid": hybrid["queries"]},
+             "seconds": time.time() - start}
+  write_summary(out, summary)
+  step(f"done: {os.path.join(out, 'summary.md')}")
+  return summary
+
+
+def write_summary(out, summary):
+  """OUT/summary.md, summary.json, frontier.png and temperature.png (atomically)."""
+  write_atomic(os.path.join(out, "summary.json"), json.dumps(summary, indent=2, default=float))
+  s, best = summary["settings"], summary["best_of_n"]
+  lines = [f"# Built-in task: Table 1 in miniature ({'quick' if s['quick'] else 'default'} run, seed {s['seed']})", "",
+           f"Gold reward = {review_task.GOLD_SCALE:g} x VADER compound sentiment of the response; pi0 = a "
+           f"{s['layers']}-layer, {s['hidden']}-wide Llama trained from scratch on grammar samples; "
+           f"|D_off| = {s['train_prompts']} pairs (= every method's oracle budget; hybrid used "
+           f"{summary['oracle_queries']['hybrid']}); {s['test_prompts']} test and {s['test_prompts']} OOD prompts, "
+           "one response each; ± is one standard error over prompts. Win rate: against DPO, judged by the gold "
+           "reward (win + tie/2, Table 4).", "",
+           evaluate.markdown(summary["methods"]), "",
+           f"Best-of-{best.get('n', s['candidates'])} of pi0 by the proxy reward model: gold reward "
+           f"{best['reward']:.3f} ± {best['reward_se']:.3f}, KL ≤ {best['kl_bound']:.3f} (log n − (n−1)/n).", "",
+           "Hybrid GSHF-DPO per iteration (Figure 4):", "", evaluate.markdown(summary["hybrid_iterations"]), "",
+           f"Time: {summary['seconds']:.0f} s."]
+  write_atomic(os.path.join(out, "summary.md"), "\n".join(lines) + "\n")
+  evaluate.plot_temperatures(summary["methods"], os.path.join(out, "temperature.png"))
+  plot_frontier(summary, os.path.join(out, "frontier.png"))
+
+
+def plot_frontier(summary, path):
+  """Gold reward against KL(pi || pi0) per method and per hybrid iteration (Figures 2 and 4)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(5.5, 4))
+  for name, r in summary["methods"].items():
+    ax.errorbar(r.get("kl", 0.0), r["reward"], xerr=r.get("kl_se", 0.0), yerr=r["reward_se"], marker="o",
+                capsize=3, label=name, linestyle="none")
+  its = summary["hybrid_iterations"]
+  ax.plot([r["kl"] for r in its.values()], [r["reward"] for r in its.values()], "k--", alpha=0.5,
+          label="hybrid iterations")
+  ax.set_xlabel("KL(π ‖ π0)")
+  ax.set_ylabel("gold reward")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  evaluate.save_figure(fig, path)
