@@ -42,15 +42,16 @@ class Sizes:
   max_new_tokens: int
   temperatures: tuple
   candidates: int
+  save_every: int  # checkpoint interval of every training stage (steps)
 
 
 SIZES = {
-    "default": Sizes(hidden=64, layers=2, vocab=400, sft_examples=6000, sft_epochs=2, train_prompts=768,
-                     test_prompts=256, dpo_epochs=2, batch_size=32, max_new_tokens=24,
-                     temperatures=(0.5, 0.7, 1.0, 1.3), candidates=8),
-    "quick": Sizes(hidden=32, layers=2, vocab=320, sft_examples=1024, sft_epochs=1, train_prompts=96,
+    "default": Sizes(hidden=64, layers=2, vocab=400, sft_examples=8000, sft_epochs=2, train_prompts=1536,
+                     test_prompts=512, dpo_epochs=2, batch_size=32, max_new_tokens=24,
+                     temperatures=(0.5, 0.7, 1.0, 1.3), candidates=8, save_every=20),
+    "quick": Sizes(hidden=32, layers=2, vocab=320, sft_examples=4000, sft_epochs=2, train_prompts=96,
                    test_prompts=32, dpo_epochs=1, batch_size=16, max_new_tokens=12, temperatures=(0.7, 1.0),
-                   candidates=4),
+                   candidates=4, save_every=2),
 }
 GOLD = "llm.review_task:gold_reward"
 
@@ -89,7 +90,7 @@ def base_config(out, sizes, paths, seed):
       "output_dir": out, "model.path": os.path.join(out, "pi0", "model"), "data.train": os.path.join(out, "d_off.jsonl"),
       "data.max_prompt_length": 16, "data.max_response_length": sizes.max_new_tokens,
       "train.batch_size": sizes.batch_size, "train.epochs": sizes.dpo_epochs, "train.learning_rate": 5e-4,
-      "train.warmup_ratio": 0.03, "train.save_every": 50, "train.log_every": 10, "train.seed": seed,
+      "train.warmup_ratio": 0.03, "train.save_every": sizes.save_every, "train.log_every": 10, "train.seed": seed,
       "train.progress": False, "train.tensorboard": False, "dpo.beta": 0.1,
       "oracle.kind": "callable", "oracle.function": GOLD, "oracle.labels": "bt",
       "pipeline.prompts": paths["train_prompts"], "pipeline.candidates": sizes.candidates, "pipeline.accepted": 2,

@@ -1,0 +1,112 @@
+"""The paper's pipelines and the built-in task: `python -m llm --quick` end to end (every method of Table 1,
+best-of-n, the table and plots), RSO pairs against the proxy reward, equal oracle budgets, online GSHF
+with the other enhancers, and resume after an interruption between stages and inside a stage."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from llm import builtin, cli, oracle, pipelines, review_task, trainers
+from llm.config import with_overrides
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("builtin"))
+  assert cli.main(["--quick", "--out", out]) == 0
+  sizes = builtin.SIZES["quick"]
+  paths = builtin.build_task(out, sizes, 0)
+  return out, builtin.base_config(out, sizes, paths, 0)
+
+
+def test_gold_reward_is_scaled_vader():
+  from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+  texts = [" the food was really great!", " the staff was not friendly but the view was lovely.", " it is old."]
+  expected = [4 * SentimentIntensityAnalyzer().polarity_scores(t)["compound"] for t in texts]
+  assert review_task.gold_reward(["x"] * 3, texts) == pytest.approx(expected)
+  assert expected[0] > 0 and expected[2] == 0
+
+
+def test_quick_run_writes_the_table_for_every_method(quick):
+  out, config = quick
+  summary = json.load(open(os.path.join(out, "summary.json")))
+  assert list(summary["methods"]) == ["pi0", "SFT", "DPO", "RSO", "Multi-step RSO", "Hybrid GSHF-DPO"]
+  for name, result in summary["methods"].items():
+    assert {"reward", "kl", "ood_reward", "id_minus_ood", "length", "temperatures"} <= set(result)
+    assert ("win_rate" in result) == (name != "DPO")
+  assert summary["methods"]["pi0"]["kl"] == pytest.approx(0.0, abs=1e-5)  # KL of pi0 to itself
+  assert list(summary["hybrid_iterations"]) == ["iteration 1", "iteration 2", "iteration 3"]
+  assert summary["oracle_queries"]["hybrid"] == summary["oracle_queries"]["offline"] == 96
+  table = open(os.path.join(out, "summary.md")).read()
+  for name in summary["methods"]:
+    assert f"| {name} |" in table
+  for plot in ("frontier.png", "temperature.png"):
+    assert os.path.getsize(os.path.join(out, plot)) > 1000
+  # pi0 learned the grammar: most of its responses end with the stop token within the budget
+  assert summary["methods"]["pi0"]["length"] < builtin.SIZES["quick"].max_new_tokens
+
+
+def test_rso_pairs_prefer_the_proxy_reward_and_budgets_match(quick):
+  out, config = quick
+  pairs = pipelines.read_rows(os.path.join(out, "rso", "pairs.jsonl"))
+  candidates = pipelines.read_rows(os.path.join(out, "rso", "pairs.jsonl.candidates.jsonl"))
+  assert len(pairs) == len(candidates) == 96 and all(len(r["responses"]) == 4 for r in candidates)
+  assert all({p["chosen"], p["rejected"]} <= set(c["responses"]) for p, c in zip(pairs, candidates))
+  proxy = oracle.reward_model_oracle(os.path.join(out, "proxy_reward", "model"))
+  prompts = [p["prompt"] for p in pairs]
+  chosen = proxy.rewards(prompts, [p["chosen"] for p in pairs])
+  rejected = proxy.rewards(prompts, [p["rejected"] for p in pairs])
+  assert np.all(chosen >= rejected - 1e-4)
+  steps = [pipelines.read_rows(os.path.join(out, "multistep_rso", f"step_{i}", "pairs.jsonl")) for i in (1, 2, 3)]
+  assert [len(s) for s in steps] == [32, 32, 32]  # a third of the prompts per step
+  betas = [json.load(open(os.path.join(out, "multistep_rso", f"step_{i}", "dpo", "summary.json")))["config"]["dpo"]["beta"]
+           for i in (1, 2, 3)]
+  assert betas == [0.5, 0.3, 0.1]
+  sizes = [len(pipelines.read_rows(os.path.join(out, "hybrid", f"iteration_{t}", "all_pairs.jsonl"))) for t in (1, 2, 3)]
+  assert sizes == [32, 64, 96]  # all data so far, 32 oracle queries per iteration
+
+
+@pytest.mark.parametrize("enhancer", ["best_of_n", "temperature"])
+def test_online_gshf_with_other_enhancers(quick, tmp_path, enhancer):
+  out, config = quick
+  config = with_overrides(config, {"output_dir": str(tmp_path), "pipeline.enhancer": enhancer,
+                                   "pipeline.iterations": 2, "pipeline.queries_per_iteration": 16,
+                                   "pipeline.proxy_reward": os.path.join(out, "proxy_reward", "model"),
+                                   "train.epochs": 1})
+  result = pipelines.run_online(config)
+  assert result["queries"] == 32 and len(result["iterations"]) == 2
+  first = pipelines.read_rows(tmp_path / "online" / "iteration_1" / "samples.jsonl")
+  assert len(first) == 16 and all(len(r["responses"]) == 2 for r in first)
+  enhanced = pipelines.read_rows(tmp_path / "online" / "iteration_2" / "enhancer_samples.jsonl")
+  assert len(enhanced) == 16
+  assert len(pipelines.read_rows(tmp_path / "online" / "iteration_2" / "all_pairs.jsonl")) == 32
+
+
+def test_a_rerun_resumes_inside_a_stage_and_skips_finished_ones(quick, monkeypatch):
+  out, _ = quick
+  stage = os.path.join(out, "hybrid", "iteration_3", "dpo")
+  before = load_file(os.path.join(stage, "model", "model.safetensors"))
+  summary_before = json.load(open(os.path.join(out, "summary.json")))
+  # interrupted inside the last training stage: its outputs and its last checkpoint are gone
+  shutil.rmtree(os.path.join(stage, "model"))
+  os.remove(os.path.join(stage, "summary.json"))
+  checkpoints = os.path.join(stage, "checkpoints")
+  steps = sorted(int(d) for d in os.listdir(checkpoints) if d.isdigit())
+  assert len(steps) >= 2
+  shutil.rmtree(os.path.join(checkpoints, str(steps[-1])))
+  os.remove(os.path.join(out, "evaluation", "Hybrid_GSHF-DPO.json"))
+  os.remove(os.path.join(out, "summary.json"))
+  calls = []
+  real = trainers.train
+  monkeypatch.setattr(trainers, "train", lambda *a, **k: calls.append(a[4]) or real(*a, **k))
+  assert cli.main(["--quick", "--out", out]) == 0
+  assert calls == [stage]  # only the interrupted stage trained again, from its checkpoint
+  after = load_file(os.path.join(stage, "model", "model.safetensors"))
+  for name in before:
+    np.testing.assert_array_equal(before[name], after[name], err_msg=name)
+  summary = json.load(open(os.path.join(out, "summary.json")))
+  assert summary["methods"]["Hybrid GSHF-DPO"]["reward"] == summary_before["methods"]["Hybrid GSHF-DPO"]["reward"]
