@@ -13,6 +13,7 @@ Outputs: OUT/summary.md (the Table-1-style table), summary.json, frontier.png (r
 and per hybrid iteration), temperature.png.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -21,11 +22,11 @@ import time
 import jax
 import numpy as np
 
-from llm import evaluate, hf_io, model_config, oracle, pipelines, review_task, trainers
+from llm import data, evaluate, hf_io, model_config, oracle, pipelines, review_task, trainers
 from llm import tokenizer as tok
 from llm.config import Config, with_overrides
 from llm.model import init_model
-from llm.train import write_atomic
+from llm.data import write_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,10 +69,10 @@ def build_task(out, sizes, seed):
   rng = np.random.default_rng(seed)
   os.makedirs(folder, exist_ok=True)
   tokenizer = tok.train_tokenizer(review_task.tokenizer_corpus(rng, 4000), vocab_size=sizes.vocab)
-  pipelines.write_rows(paths["sft"], [{"prompt": p, "response": r} for p, r in review_task.corpus(rng, sizes.sft_examples)])
+  data.write_jsonl(paths["sft"], [{"prompt": p, "response": r} for p, r in review_task.corpus(rng, sizes.sft_examples)])
   for name, n, ood in (("train_prompts", sizes.train_prompts, False), ("test_prompts", sizes.test_prompts, False),
                        ("ood_prompts", sizes.test_prompts, True)):
-    pipelines.write_rows(paths[name], [{"prompt": p} for p in review_task.prompts(rng, n, ood=ood)])
+    data.write_jsonl(paths[name], [{"prompt": p} for p in review_task.prompts(rng, n, ood=ood)])
   config = model_config.ModelConfig(
       model_type="llama", vocab_size=len(tokenizer), hidden_size=sizes.hidden, num_layers=sizes.layers, num_heads=4,
       num_kv_heads=2, head_dim=sizes.hidden // 4, intermediate_size=3 * sizes.hidden, max_position_embeddings=128,
@@ -88,7 +89,7 @@ def base_config(out, sizes, paths, seed):
   """The Config every stage starts from: the gold oracle, lengths, sampling and training sizes."""
   return with_overrides(Config(), {
       "output_dir": out, "model.path": os.path.join(out, "pi0", "model"), "data.train": os.path.join(out, "d_off.jsonl"),
-      "data.max_prompt_length": 16, "data.max_response_length": sizes.max_new_tokens,
+      "data.max_prompt_length": 16, "data.pad_to_max_length": True, "data.max_response_length": sizes.max_new_tokens,
       "train.batch_size": sizes.batch_size, "train.epochs": sizes.dpo_epochs, "train.learning_rate": 5e-4,
       "train.warmup_ratio": 0.03, "train.save_every": sizes.save_every, "train.log_every": 10, "train.seed": seed,
       "train.progress": False, "train.tensorboard": False, "dpo.beta": 0.1,
@@ -109,7 +110,7 @@ def train_pi0(config, paths, sizes):
 
 def offline_data(config, paths):
   """D_off: two samples of pi0 per train prompt, labelled by the gold oracle."""
-  prompts, _ = pipelines.data.load_examples(paths["train_prompts"], "prompts")
+  prompts, _ = data.load_examples(paths["train_prompts"], "prompts")
   rows = pipelines.sample_responses(config, config.model.path, prompts, os.path.join(config.output_dir, "d_off_samples.jsonl"),
                                     num_samples=2, seed=config.train.seed + 7)
   return pipelines.label_with_oracle(config, prompts, [r["responses"][0] for r in rows],
@@ -126,8 +127,8 @@ def evaluate_folder(config, name, policy, baseline, key, *, temperatures=None):
   model, tokenizer = trainers.load_model(config.model, None, path=policy)
   reference = trainers.load_model(config.model, None)[0]
   opponent = trainers.load_model(config.model, None, path=baseline)[0] if baseline else None
-  prompts, _ = pipelines.data.load_examples(e.prompts, "prompts")
-  ood, _ = pipelines.data.load_examples(e.ood_prompts, "prompts")
+  prompts, _ = data.load_examples(e.prompts, "prompts")
+  ood, _ = data.load_examples(e.ood_prompts, "prompts")
   result = evaluate.evaluate_policy(model, tokenizer, oracle.make_oracle(config.oracle), prompts, key,
                                     reference=reference, baseline=opponent, ood_prompts=ood,
                                     temperatures=tuple(temperatures or e.temperatures),
@@ -138,9 +139,45 @@ def evaluate_folder(config, name, policy, baseline, key, *, temperatures=None):
   return result
 
 
-def run_builtin(out="results/llm", *, quick=False, seed=0, log=print):
-  """Runs (or resumes) the whole comparison; returns the summary dict also written to OUT/summary.json."""
-  sizes = SIZES["quick" if quick else "default"]
+def load_sizes(path):
+  """Sizes from a YAML file of Sizes fields (missing ones from the default run), e.g. configs/builtin_gpu.yaml."""
+  import yaml
+  with open(path) as f:
+    values = yaml.safe_load(f) or {}
+  fields = {f.name for f in dataclasses.fields(Sizes)}
+  unknown = sorted(set(values) - fields) if isinstance(values, dict) else ["(not a mapping)"]
+  if unknown:
+    raise ValueError(f"{path}: unknown keys {unknown}; accepted: {sorted(fields)}")
+  if "temperatures" in values:
+    values["temperatures"] = tuple(values["temperatures"])
+  return dataclasses.replace(SIZES["default"], **values)
+
+
+def run_builtin(out="results/llm", *, sizes=None, quick=False, seed=0, log=print):
+  """Runs (or resumes) the whole comparison; returns the summary dict also written to OUT/summary.json.
+  sizes: a Sizes (default: SIZES["quick"] with quick, else SIZES["default"])."""
+  with compilation_cache(os.path.join(out, ".jax_cache")):
+    return comparison(out, sizes or SIZES["quick" if quick else "default"], seed, log)
+
+
+@contextlib.contextmanager
+def compilation_cache(folder):
+  """JAX's persistent compilation cache in `folder` while the run lasts (its many training and sampling
+  stages compile the same programs: about a quarter of the quick run's time), then the previous settings."""
+  settings = {"jax_compilation_cache_dir": folder, "jax_persistent_cache_min_compile_time_secs": 0.0,
+              "jax_persistent_cache_min_entry_size_bytes": 0}
+  previous = {name: getattr(jax.config, name) for name in settings}
+  for name, value in settings.items():
+    jax.config.update(name, value)
+  try:
+    yield
+  finally:
+    for name, value in previous.items():
+      jax.config.update(name, value)
+
+
+def comparison(out, sizes, seed, log):
+  """The stages of the module docstring, in order (each skipped when its outputs exist)."""
   start = time.time()
   step = lambda message: log(f"[{time.time() - start:6.0f}s] {message}")
   step("task: grammar data, tokenizer, prompts")

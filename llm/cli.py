@@ -20,7 +20,6 @@ import numpy as np
 from llm import config as config_lib
 from llm import data, distributed, evaluate, oracle, pipelines, sampling, trainers
 from llm.config import require_file
-from llm.train import write_atomic
 
 
 def read_prompts(config, tokenizer, path, key):
@@ -29,13 +28,6 @@ def read_prompts(config, tokenizer, path, key):
   if not kept:
     raise ValueError(f"{key}: {path}: every prompt is longer than data.max_prompt_length")
   return kept, dropped
-
-
-def write_jsonl(path, rows):
-  """Writes rows as JSONL atomically (process 0)."""
-  if distributed.is_main_process():
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def run_sample(config):
@@ -49,7 +41,7 @@ def run_sample(config):
                               batch_size=s.batch_size, max_prompt_length=config.data.max_prompt_length)
   n = s.num_samples
   output = s.output or os.path.join(config.output_dir, "samples.jsonl")
-  write_jsonl(output, [{"prompt": p, "responses": out["responses"][i * n:(i + 1) * n]} for i, p in enumerate(prompts)])
+  data.write_jsonl(output, [{"prompt": p, "responses": out["responses"][i * n:(i + 1) * n]} for i, p in enumerate(prompts)])
   return {"command": "sample", "prompts": len(prompts), **dropped, "output": output}
 
 
@@ -77,7 +69,7 @@ def run_label(config):
   a_wins = oracle.label_pairs(judge, prompts, a, b, mode=config.oracle.labels,
                               rng=np.random.default_rng(config.train.seed))
   output = config.label.output or os.path.join(config.output_dir, "labelled.jsonl")
-  write_jsonl(output, [{"prompt": x, "chosen": ya if w else yb, "rejected": yb if w else ya}
+  data.write_jsonl(output, [{"prompt": x, "chosen": ya if w else yb, "rejected": yb if w else ya}
                        for x, ya, yb, w in zip(prompts, a, b, a_wins)])
   return {"command": "label", "pairs": len(prompts), "malformed": skipped, "output": output}
 
@@ -125,11 +117,16 @@ def parser():
 def main(argv=None):
   args = parser().parse_intermixed_args(argv)
   if args.command == "builtin":
-    if args.config or args.overrides:
-      print("python -m llm: the built-in run takes only --quick, --out and --seed", file=sys.stderr)
-      return 2
     from llm import builtin
-    builtin.run_builtin(args.out, quick=args.quick, seed=args.seed)
+    if args.overrides:
+      print("python -m llm: the built-in run takes --quick, --out, --seed and --config SIZES.yaml", file=sys.stderr)
+      return 2
+    try:
+      sizes = builtin.load_sizes(args.config) if args.config else None
+    except (OSError, ValueError) as e:
+      print(f"python -m llm: error: {e}", file=sys.stderr)
+      return 2
+    builtin.run_builtin(args.out, sizes=sizes, quick=args.quick, seed=args.seed)
     return 0
   try:
     config = config_lib.load_config(args.command, args.config, args.overrides)

@@ -35,6 +35,7 @@ class DataSection:
   max_prompt_length: int = 400  # tokens; longer prompts are dropped (Appendix H)
   max_response_length: int = 400  # tokens; longer responses are truncated
   skip_malformed: bool = False  # skip (and count) malformed lines instead of failing
+  pad_to_max_length: bool = False  # pad every dataset to max_prompt/response_length (one shape for all runs)
 
 
 @dataclasses.dataclass

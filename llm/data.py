@@ -12,6 +12,7 @@ max_prompt_length tokens are dropped, and the counts reported.
 """
 
 import json
+import os
 
 import jax
 import numpy as np
@@ -47,6 +48,27 @@ def read_jsonl(path, *, skip_malformed=False):
   if not rows:
     raise ValueError(f"{path}: no examples")
   return rows, skipped
+
+
+def write_jsonl(path, rows):
+  """Writes rows (dicts) as JSONL, atomically, from process 0 only (every process may call it)."""
+  from llm import distributed
+  if distributed.is_main_process():
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def write_atomic(path, text):
+  """Writes `text` to path through a temporary file and a rename (readers never see a partial file)."""
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def read_rows(path):
+  """The objects of a JSONL file this project wrote (see read_jsonl for checked reading)."""
+  return [obj for _, obj in read_jsonl(path)[0]]
 
 
 def _text(obj, key, where):
@@ -125,38 +147,44 @@ def filter_prompts(prompts, tokenizer, max_prompt_length):
   return kept, {"long_prompt": len(prompts) - len(kept)}
 
 
-def tokenize_preferences(tokenizer, examples, max_prompt_length, max_response_length):
+def tokenize_preferences(tokenizer, examples, max_prompt_length, max_response_length, *, pad_to_max=False):
   """{"prompt_ids", "prompt_mask" [N, P] left-padded, "chosen_ids", "chosen_mask", "rejected_ids",
-  "rejected_mask" [N, R] right-padded with eos} int32 (P, R: the longest in the data, capped)."""
+  "rejected_mask" [N, R] right-padded with eos} int32. P, R: the longest in the data (capped), or with
+  pad_to_max the maxima themselves (every dataset then has one shape, so compiled steps are reused)."""
   prompts, chosen, rejected = zip(*examples)
   prompt_ids, prompt_mask = tok.encode_prompts(tokenizer, prompts, max_prompt_length)
   chosen_ids, chosen_mask = tok.encode_responses(tokenizer, chosen, max_response_length)
   rejected_ids, rejected_mask = tok.encode_responses(tokenizer, rejected, max_response_length)
-  length = max(chosen_ids.shape[1], rejected_ids.shape[1])
-  pad = lambda x, value: np.pad(x, ((0, 0), (0, length - x.shape[1])), constant_values=value)
-  return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask,
-          "chosen_ids": pad(chosen_ids, tokenizer.pad_token_id), "chosen_mask": pad(chosen_mask, 0),
-          "rejected_ids": pad(rejected_ids, tokenizer.pad_token_id), "rejected_mask": pad(rejected_mask, 0)}
+  p = max_prompt_length if pad_to_max else prompt_ids.shape[1]
+  r = max_response_length if pad_to_max else max(chosen_ids.shape[1], rejected_ids.shape[1])
+  return {"prompt_ids": pad_left(prompt_ids, p, tokenizer.pad_token_id), "prompt_mask": pad_left(prompt_mask, p, 0),
+          "chosen_ids": pad_right(chosen_ids, r, tokenizer.pad_token_id), "chosen_mask": pad_right(chosen_mask, r, 0),
+          "rejected_ids": pad_right(rejected_ids, r, tokenizer.pad_token_id),
+          "rejected_mask": pad_right(rejected_mask, r, 0)}
 
 
-def tokenize_sft(tokenizer, examples, max_prompt_length, max_response_length):
+def tokenize_sft(tokenizer, examples, max_prompt_length, max_response_length, *, pad_to_max=False):
   """{"prompt_ids", "prompt_mask", "response_ids", "response_mask"} int32 (as tokenize_preferences)."""
   prompts, responses = zip(*examples)
   prompt_ids, prompt_mask = tok.encode_prompts(tokenizer, prompts, max_prompt_length)
   response_ids, response_mask = tok.encode_responses(tokenizer, responses, max_response_length)
-  return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "response_ids": response_ids,
-          "response_mask": response_mask}
+  p = max_prompt_length if pad_to_max else prompt_ids.shape[1]
+  r = max_response_length if pad_to_max else response_ids.shape[1]
+  return {"prompt_ids": pad_left(prompt_ids, p, tokenizer.pad_token_id), "prompt_mask": pad_left(prompt_mask, p, 0),
+          "response_ids": pad_right(response_ids, r, tokenizer.pad_token_id),
+          "response_mask": pad_right(response_mask, r, 0)}
+
+
+def pad_left(x, length, value):
+  return np.pad(x, ((0, 0), (length - x.shape[1], 0)), constant_values=value)
+
+
+def pad_right(x, length, value):
+  return np.pad(x, ((0, 0), (0, length - x.shape[1])), constant_values=value)
 
 
 def num_rows(arrays):
   return len(next(iter(arrays.values())))
-
-
-def steps_per_epoch(arrays, batch_size):
-  n = num_rows(arrays)
-  if n < batch_size:
-    raise ValueError(f"the dataset has {n} examples, fewer than train.batch_size = {batch_size}")
-  return n // batch_size
 
 
 def batch_indices(rng, step, num_examples, batch_size):

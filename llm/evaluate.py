@@ -15,7 +15,7 @@ import numpy as np
 from flax import nnx
 
 from llm import logprobs, sampling
-from llm.train import write_atomic
+from llm.data import write_atomic
 
 
 def mean_se(x):

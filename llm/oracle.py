@@ -114,9 +114,8 @@ def pad_lengths(arrays, *, multiple, pad_id):
   """Prompts padded on the left and responses on the right to a multiple of `multiple` tokens."""
   out = {}
   for name, value in arrays.items():
-    extra = -value.shape[1] % multiple
-    width = ((0, 0), (extra, 0)) if name.startswith("prompt") else ((0, 0), (0, extra))
-    out[name] = np.pad(value, width, constant_values=pad_id if name.endswith("_ids") else 0)
+    pad = data.pad_left if name.startswith("prompt") else data.pad_right
+    out[name] = pad(value, value.shape[1] + -value.shape[1] % multiple, pad_id if name.endswith("_ids") else 0)
   return out
 
 

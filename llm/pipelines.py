@@ -17,31 +17,18 @@ redoes nothing that was finished.
   run_best_of_n:     best-of-n sampling from pi0 by the proxy reward (an inference-time baseline).
 """
 
-import json
 import os
 
 import jax
 import numpy as np
 
 from gshf_jax import rejection
-from llm import data, distributed, oracle, sampling, trainers
+from llm import data, oracle, sampling, trainers
 from llm.config import require_file, with_overrides
-from llm.train import write_atomic
 
 
 def stage_dir(config, *parts):
   return os.path.join(config.output_dir, *parts)
-
-
-def read_rows(path):
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
-def write_rows(path, rows):
-  if distributed.is_main_process():
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def offline_pairs(config):
@@ -62,7 +49,7 @@ def training_prompts(config):
 def sample_responses(config, policy, prompts, path, *, num_samples, temperature=None, seed=0):
   """num_samples responses per prompt from the policy folder, cached in `path` ({prompt, responses})."""
   if os.path.exists(path):
-    return read_rows(path)
+    return data.read_rows(path)
   model, tokenizer = trainers.load_model(config.model, None, path=policy)
   p = config.pipeline
   out = sampling.sample_texts(model, tokenizer, prompts, jax.random.key(seed), num_samples=num_samples,
@@ -71,7 +58,7 @@ def sample_responses(config, policy, prompts, path, *, num_samples, temperature=
                               max_prompt_length=config.data.max_prompt_length)
   rows = [{"prompt": x, "responses": out["responses"][i * num_samples:(i + 1) * num_samples]}
           for i, x in enumerate(prompts)]
-  write_rows(path, rows)
+  data.write_jsonl(path, rows)
   return rows
 
 
@@ -102,7 +89,7 @@ def rso_dataset(config, policy, prompts, coefficient, path, *, seed):
   chosen, rejected = map(np.asarray, pick(keys, rewards))
   pairs = [{"prompt": r["prompt"], "chosen": r["responses"][c], "rejected": r["responses"][j]}
            for r, cs, js in zip(rows, chosen, rejected) for c, j in zip(cs, js)]
-  write_rows(path, pairs)
+  data.write_jsonl(path, pairs)
   return path
 
 
@@ -111,7 +98,7 @@ def label_with_oracle(config, prompts, a, b, path, *, seed):
   if not os.path.exists(path):
     judge = oracle.make_oracle(config.oracle)
     wins = oracle.label_pairs(judge, prompts, a, b, mode=config.oracle.labels, rng=np.random.default_rng(seed))
-    write_rows(path, [{"prompt": x, "chosen": ya if w else yb, "rejected": yb if w else ya}
+    data.write_jsonl(path, [{"prompt": x, "chosen": ya if w else yb, "rejected": yb if w else ya}
                       for x, ya, yb, w in zip(prompts, a, b, wins)])
   return path
 
@@ -168,13 +155,13 @@ def enhancer_responses(config, policy, prompts, path, *, seed):
 def best_of_n_responses(config, policy, prompts, path, *, n, seed):
   """The best of n samples per prompt by the proxy reward model, cached in `path` ({prompt, responses: [best]})."""
   if os.path.exists(path):
-    return read_rows(path)
+    return data.read_rows(path)
   rows = sample_responses(config, policy, prompts, path + ".candidates.jsonl", num_samples=n, seed=seed)
   judge = oracle.reward_model_oracle(proxy_reward_model(config), batch_size=config.pipeline.batch_size)
   rewards = judge.rewards([r["prompt"] for r in rows for _ in r["responses"]],
                           [y for r in rows for y in r["responses"]]).reshape(len(rows), n)
   best = [{"prompt": r["prompt"], "responses": [r["responses"][int(i)]]} for r, i in zip(rows, rewards.argmax(1))]
-  write_rows(path, best)
+  data.write_jsonl(path, best)
   return best
 
 
@@ -198,7 +185,7 @@ def run_hybrid(config, *, online=False):
     path = os.path.join(out, "pairs.jsonl")
     if t == 0 and not online:
       if not os.path.exists(path):
-        write_rows(path, [{"prompt": x, "chosen": c, "rejected": r} for x, c, r in offline_pairs(config)[:m]])
+        data.write_jsonl(path, [{"prompt": x, "chosen": c, "rejected": r} for x, c, r in offline_pairs(config)[:m]])
     else:
       batch = prompts[t * m:(t + 1) * m]  # the t-th split of the prompts
       if t == 0:  # online: two responses of pi0
@@ -215,7 +202,7 @@ def run_hybrid(config, *, online=False):
     files.append(path)
     merged = os.path.join(out, "all_pairs.jsonl")
     if not os.path.exists(merged):
-      write_rows(merged, [row for f in files for row in read_rows(f)])
+      data.write_jsonl(merged, [row for f in files for row in data.read_rows(f)])
     policy = dpo_stage(config, os.path.join(out, "dpo"), merged)
     iterations.append(policy)
   return {"policy": policy, "iterations": iterations, "queries": m * p.iterations}

@@ -141,7 +141,7 @@ class MetricsLogger:
     if os.path.exists(path):
       with open(path) as f:
         kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
-      write_atomic(path, "".join(kept))
+      data.write_atomic(path, "".join(kept))
     self.file = open(path, "a")
     if tensorboard:
       from tensorboardX import SummaryWriter
@@ -168,12 +168,3 @@ def progress_bar(total, initial, description, *, enabled):
   from tqdm.auto import tqdm
   return tqdm(total=total, initial=initial, desc=description, disable=not (enabled and distributed.is_main_process()),
               dynamic_ncols=True, leave=False)
-
-
-def write_atomic(path, text):
-  """Writes `text` to path through a temporary file and a rename (readers never see a partial file)."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-

@@ -25,7 +25,8 @@ from gshf_jax import losses
 from llm import data, distributed, hf_io, logprobs, sharding
 from llm import tokenizer as tok
 from llm.config import require_file, to_dict
-from llm.train import train, write_atomic
+from llm.data import write_atomic
+from llm.train import train
 
 # ---------------------------------------------------------------- losses (micro-batch dict -> loss, metrics)
 
@@ -113,7 +114,8 @@ def preference_arrays(config, tokenizer, path):
   """Tokenized, filtered preference pairs of a JSONL file, and the counts of what was read and dropped."""
   examples, counts = data.load_examples(path, "preferences", skip_malformed=config.data.skip_malformed)
   kept, dropped = data.filter_preferences(examples, tokenizer, config.data.max_prompt_length)
-  arrays = data.tokenize_preferences(tokenizer, kept, config.data.max_prompt_length, config.data.max_response_length)
+  arrays = data.tokenize_preferences(tokenizer, kept, config.data.max_prompt_length, config.data.max_response_length,
+                                     pad_to_max=config.data.pad_to_max_length)
   return arrays, {**counts, **dropped, "kept": len(kept)}
 
 
@@ -121,7 +123,8 @@ def sft_arrays(config, tokenizer, path):
   examples, counts = data.load_examples(path, "sft", skip_malformed=config.data.skip_malformed)
   long = [e for e in examples if len(tokenizer.encode(e[0], add_special_tokens=False)) > config.data.max_prompt_length]
   kept = [e for e in examples if e not in long] if long else examples
-  arrays = data.tokenize_sft(tokenizer, kept, config.data.max_prompt_length, config.data.max_response_length)
+  arrays = data.tokenize_sft(tokenizer, kept, config.data.max_prompt_length, config.data.max_response_length,
+                             pad_to_max=config.data.pad_to_max_length)
   return arrays, {**counts, "long_prompt": len(long), "kept": len(kept)}
 
 

@@ -13,7 +13,7 @@ from bandit_sim import experiment, rejection_experiment
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEST_COMMAND = 'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" && python -m pytest'
-MAIN_COMMAND = 'python3 -m venv .venv && . .venv/bin/activate && pip install -e . && python -m bandit_sim.experiment'
+MAIN_COMMAND = 'python3 -m venv .venv && . .venv/bin/activate && pip install -e . && python -m llm && python -m bandit_sim.experiment'
 
 
 def test_readme_commands_are_the_ones_ci_runs():

@@ -59,10 +59,21 @@ def test_missing_files_are_named(tmp_path):
     C.require_file("model.path", "", folder=True)
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml"))))
+@pytest.mark.parametrize("path", sorted(set(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
+                                         - set(glob.glob(os.path.join(ROOT, "configs", "builtin_*.yaml")))))
 def test_shipped_configs_validate_for_every_command(path):
   for command in C.COMMANDS:
     C.load_config(command, path)
+
+
+def test_builtin_size_files(tmp_path):
+  from llm import builtin
+  sizes = builtin.load_sizes(os.path.join(ROOT, "configs", "builtin_gpu.yaml"))
+  assert sizes.hidden == 256 and sizes.temperatures == (0.5, 0.7, 1.0, 1.3)
+  bad = tmp_path / "bad.yaml"
+  bad.write_text("hiden: 3\n")
+  with pytest.raises(ValueError, match="unknown keys \\['hiden'\\]"):
+    builtin.load_sizes(str(bad))
 
 
 def write(path, lines):

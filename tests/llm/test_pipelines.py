@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from llm import builtin, cli, oracle, pipelines, review_task, trainers
+from llm import builtin, cli, data, oracle, pipelines, review_task, trainers
 from llm.config import with_overrides
 
 
@@ -52,8 +52,8 @@ def test_quick_run_writes_the_table_for_every_method(quick):
 
 def test_rso_pairs_prefer_the_proxy_reward_and_budgets_match(quick):
   out, config = quick
-  pairs = pipelines.read_rows(os.path.join(out, "rso", "pairs.jsonl"))
-  candidates = pipelines.read_rows(os.path.join(out, "rso", "pairs.jsonl.candidates.jsonl"))
+  pairs = data.read_rows(os.path.join(out, "rso", "pairs.jsonl"))
+  candidates = data.read_rows(os.path.join(out, "rso", "pairs.jsonl.candidates.jsonl"))
   assert len(pairs) == len(candidates) == 96 and all(len(r["responses"]) == 4 for r in candidates)
   assert all({p["chosen"], p["rejected"]} <= set(c["responses"]) for p, c in zip(pairs, candidates))
   proxy = oracle.reward_model_oracle(os.path.join(out, "proxy_reward", "model"))
@@ -61,29 +61,28 @@ def test_rso_pairs_prefer_the_proxy_reward_and_budgets_match(quick):
   chosen = proxy.rewards(prompts, [p["chosen"] for p in pairs])
   rejected = proxy.rewards(prompts, [p["rejected"] for p in pairs])
   assert np.all(chosen >= rejected - 1e-4)
-  steps = [pipelines.read_rows(os.path.join(out, "multistep_rso", f"step_{i}", "pairs.jsonl")) for i in (1, 2, 3)]
+  steps = [data.read_rows(os.path.join(out, "multistep_rso", f"step_{i}", "pairs.jsonl")) for i in (1, 2, 3)]
   assert [len(s) for s in steps] == [32, 32, 32]  # a third of the prompts per step
   betas = [json.load(open(os.path.join(out, "multistep_rso", f"step_{i}", "dpo", "summary.json")))["config"]["dpo"]["beta"]
            for i in (1, 2, 3)]
   assert betas == [0.5, 0.3, 0.1]
-  sizes = [len(pipelines.read_rows(os.path.join(out, "hybrid", f"iteration_{t}", "all_pairs.jsonl"))) for t in (1, 2, 3)]
+  sizes = [len(data.read_rows(os.path.join(out, "hybrid", f"iteration_{t}", "all_pairs.jsonl"))) for t in (1, 2, 3)]
   assert sizes == [32, 64, 96]  # all data so far, 32 oracle queries per iteration
 
 
-@pytest.mark.parametrize("enhancer", ["best_of_n", "temperature"])
-def test_online_gshf_with_other_enhancers(quick, tmp_path, enhancer):
+def test_online_gshf_with_the_best_of_n_enhancer(quick, tmp_path):
   out, config = quick
-  config = with_overrides(config, {"output_dir": str(tmp_path), "pipeline.enhancer": enhancer,
+  config = with_overrides(config, {"output_dir": str(tmp_path), "pipeline.enhancer": "best_of_n",
                                    "pipeline.iterations": 2, "pipeline.queries_per_iteration": 16,
                                    "pipeline.proxy_reward": os.path.join(out, "proxy_reward", "model"),
                                    "train.epochs": 1})
   result = pipelines.run_online(config)
   assert result["queries"] == 32 and len(result["iterations"]) == 2
-  first = pipelines.read_rows(tmp_path / "online" / "iteration_1" / "samples.jsonl")
+  first = data.read_rows(tmp_path / "online" / "iteration_1" / "samples.jsonl")
   assert len(first) == 16 and all(len(r["responses"]) == 2 for r in first)
-  enhanced = pipelines.read_rows(tmp_path / "online" / "iteration_2" / "enhancer_samples.jsonl")
+  enhanced = data.read_rows(tmp_path / "online" / "iteration_2" / "enhancer_samples.jsonl")
   assert len(enhanced) == 16
-  assert len(pipelines.read_rows(tmp_path / "online" / "iteration_2" / "all_pairs.jsonl")) == 32
+  assert len(data.read_rows(tmp_path / "online" / "iteration_2" / "all_pairs.jsonl")) == 32
 
 
 def test_a_rerun_resumes_inside_a_stage_and_skips_finished_ones(quick, monkeypatch):
@@ -110,3 +109,20 @@ def test_a_rerun_resumes_inside_a_stage_and_skips_finished_ones(quick, monkeypat
     np.testing.assert_array_equal(before[name], after[name], err_msg=name)
   summary = json.load(open(os.path.join(out, "summary.json")))
   assert summary["methods"]["Hybrid GSHF-DPO"]["reward"] == summary_before["methods"]["Hybrid GSHF-DPO"]["reward"]
+
+
+def test_pipeline_commands_from_the_cli(quick, tmp_path, capsys):
+  out, config = quick
+  overrides = [f"model.path={config.model.path}", f"data.train={config.data.train}", f"output_dir={tmp_path}",
+               f"pipeline.proxy_reward={os.path.join(out, 'proxy_reward', 'model')}", "pipeline.best_of_n=3",
+               f"evaluate.prompts={config.evaluate.prompts}", "pipeline.max_new_tokens=8", "oracle.kind=callable",
+               f"oracle.function={builtin.GOLD}"]
+  assert cli.main(["best_of_n", *overrides]) == 0
+  result = json.loads(capsys.readouterr().out)
+  assert result["kl_bound"] == pytest.approx(np.log(3) - 2 / 3)
+  rows = data.read_rows(result["responses"])
+  candidates = data.read_rows(result["responses"] + ".candidates.jsonl")
+  assert len(rows) == 32 and all(len(c["responses"]) == 3 for c in candidates)
+  assert all(r["responses"][0] in c["responses"] for r, c in zip(rows, candidates))
+  assert cli.main(["hybrid", *overrides, "pipeline.enhancer=greedy"]) == 2
+  assert "pipeline.enhancer must be one of" in capsys.readouterr().err
