@@ -214,7 +214,8 @@ def comparison(out, sizes, seed, log):
   iterations[f"iteration {len(hybrid['iterations'])}"] = results["Hybrid GSHF-DPO"]
   step("best-of-n of pi0")
   best = pipelines.run_best_of_n(config)
-  summary = {"settings": {**dataclasses.asdict(sizes), "seed": seed, "quick": quick, "pi0_sft_loss":
+  summary = {"settings": {**dataclasses.asdict(sizes), "seed": seed,
+                          "run": next((name for name, v in SIZES.items() if v == sizes), "custom"), "pi0_sft_loss":
                           pi0["metrics"].get("eval/loss", pi0["metrics"].get("train/loss"))},
              "methods": results, "hybrid_iterations": iterations, "best_of_n": best,
              "oracle_queries": {"offline": sizes.train_prompts, "hybrid": hybrid["queries"]},
@@ -228,7 +229,7 @@ def write_summary(out, summary):
   """OUT/summary.md, summary.json, frontier.png and temperature.png (atomically)."""
   write_atomic(os.path.join(out, "summary.json"), json.dumps(summary, indent=2, default=float))
   s, best = summary["settings"], summary["best_of_n"]
-  lines = [f"# Built-in task: Table 1 in miniature ({'quick' if s['quick'] else 'default'} run, seed {s['seed']})", "",
+  lines = [f"# Built-in task: Table 1 in miniature ({s['run']} run, seed {s['seed']})", "",
            f"Gold reward = {review_task.GOLD_SCALE:g} x VADER compound sentiment of the response; pi0 = a "
            f"{s['layers']}-layer, {s['hidden']}-wide Llama trained from scratch on grammar samples; "
            f"|D_off| = {s['train_prompts']} pairs (= every method's oracle budget; hybrid used "

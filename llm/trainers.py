@@ -6,7 +6,7 @@ llm.config.Config, trains (resuming a killed run), and writes to config.output_d
   checkpoints/    orbax train states;  metrics.jsonl, tensorboard/: the training curves
   summary.json    data counts (Appendix H's filter), final metrics, the config
 
-A finished run (model/ and summary.json present) is not redone.
+A finished run (summary.json present; it is written last) is not redone.
 """
 
 import dataclasses
@@ -196,7 +196,8 @@ def cached_arrays(path, key, compute):
 
 
 def finished(out_dir):
-  return os.path.exists(os.path.join(out_dir, "summary.json")) and os.path.isdir(os.path.join(out_dir, "model"))
+  """Whether a run in out_dir completed: summary.json is written last, after the model."""
+  return os.path.exists(os.path.join(out_dir, "summary.json"))
 
 
 def read_summary(out_dir):
@@ -266,7 +267,6 @@ def run_reward(config):
     return members[0]
   summary = {"command": "reward", "ensemble_size": k, "members": members}
   if distributed.is_main_process():
-    os.makedirs(os.path.join(out, "model"), exist_ok=True)  # the ensemble's marker; members hold the models
     write_atomic(os.path.join(out, "summary.json"), json.dumps(summary, indent=2, default=float))
   return summary
 
