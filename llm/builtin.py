@@ -236,10 +236,10 @@ def write_summary(out, summary):
            f"{summary['oracle_queries']['hybrid']}); {s['test_prompts']} test and {s['test_prompts']} OOD prompts, "
            "one response each; ± is one standard error over prompts. Win rate: against DPO, judged by the gold "
            "reward (win + tie/2, Table 4).", "",
-           evaluate.markdown(summary["methods"]), "",
+           evaluate.markdown(summary["methods"]).rstrip(), "",
            f"Best-of-{best.get('n', s['candidates'])} of pi0 by the proxy reward model: gold reward "
            f"{best['reward']:.3f} ± {best['reward_se']:.3f}, KL ≤ {best['kl_bound']:.3f} (log n − (n−1)/n).", "",
-           "Hybrid GSHF-DPO per iteration (Figure 4):", "", evaluate.markdown(summary["hybrid_iterations"]), "",
+           "Hybrid GSHF-DPO per iteration (Figure 4):", "", evaluate.markdown(summary["hybrid_iterations"]).rstrip(), "",
            f"Time: {summary['seconds']:.0f} s."]
   write_atomic(os.path.join(out, "summary.md"), "\n".join(lines) + "\n")
   evaluate.plot_temperatures(summary["methods"], os.path.join(out, "temperature.png"))
