@@ -13,9 +13,11 @@ import jax.numpy as jnp
 
 class KVCache(NamedTuple):
   """Keys and values of every layer for S slots, filled left to right (prompts are left-padded, so every
-  sequence of the batch writes the same slot at each step)."""
-  key: jax.Array  # [L, B, S, K, H]
-  value: jax.Array  # [L, B, S, K, H]
+  sequence of the batch writes the same slot at each step). One buffer per layer: each layer writes its
+  new keys into its own buffer, which XLA updates in place inside the decoding loop (a stacked [L, ...]
+  array would be sliced, copied and written back at every step)."""
+  key: tuple  # L arrays [B, S, K, H]
+  value: tuple  # L arrays [B, S, K, H]
   valid: jax.Array  # [B, S] bool: the slot holds a real (non-padding) token
   positions: jax.Array  # [B, S] int32 position of the token in each slot
   index: jax.Array  # scalar int32: the next slot to write
@@ -28,10 +30,11 @@ def _at(*index):
 
 def init_cache(config, batch, length, dtype=None):
   """An empty KVCache with `length` slots."""
-  shape = (config.num_layers, batch, length, config.num_kv_heads, config.head_dim)
+  shape = (batch, length, config.num_kv_heads, config.head_dim)
   dtype = config.compute_dtype if dtype is None else dtype
-  return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch, length), bool),
-                 jnp.zeros((batch, length), jnp.int32), jnp.zeros((), jnp.int32))
+  zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+  return KVCache(zeros, tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers)),
+                 jnp.zeros((batch, length), bool), jnp.zeros((batch, length), jnp.int32), jnp.zeros((), jnp.int32))
 
 
 def positions_from_mask(attention_mask):
@@ -76,13 +79,11 @@ def layer_context(config, attention_mask, positions, cache):
 
 
 def update_cache(cache, keys, values, attention_mask, positions):
-  """The cache after T new tokens: keys/values [L, B, T, K, H] written at cache.index."""
+  """The cache after T new tokens: keys / values, L buffers [B, S, K, H] each already holding the new
+  tokens at cache.index (from cached_keys_values), and the new tokens' mask and positions [B, T]."""
   at = cache.index
-  return KVCache(jax.lax.dynamic_update_slice(cache.key, keys.astype(cache.key.dtype), _at(0, 0, at, 0, 0)),
-                 jax.lax.dynamic_update_slice(cache.value, values.astype(cache.value.dtype), _at(0, 0, at, 0, 0)),
-                 jax.lax.dynamic_update_slice(cache.valid, attention_mask, _at(0, at)),
-                 jax.lax.dynamic_update_slice(cache.positions, positions, _at(0, at)),
-                 at + attention_mask.shape[1])
+  return KVCache(tuple(keys), tuple(values), jax.lax.dynamic_update_slice(cache.valid, attention_mask, _at(0, at)),
+                 jax.lax.dynamic_update_slice(cache.positions, positions, _at(0, at)), at + attention_mask.shape[1])
 
 
 def cached_keys_values(layer_cache, k, v, cache_index):

@@ -23,7 +23,8 @@ class Block(nnx.Module):
     self.mlp_c_proj = linear(f, e, ("mlp", "embed"), bias=True, **kw)
 
   def __call__(self, x, ctx, layer_cache=None):
-    """x [B, T, E] -> ([B, T, E], (keys, values) [B, T, N, H] to cache)."""
+    """x [B, T, E] -> ([B, T, E], (keys, values)): with layer_cache, the layer's cache buffers [B, S, N, H]
+    with the T new keys / values written; without, the new ones [B, T, N, H]."""
     c = self.config
     b, t, e = x.shape
     q, k, v = (z.reshape(b, t, c.num_heads, c.head_dim) for z in jax.numpy.split(self.c_attn(self.ln_1(x)), 3, -1))
@@ -31,7 +32,7 @@ class Block(nnx.Module):
     out = attention.attend(q, k_all, v_all, ctx.mask, c.head_dim ** -0.5)
     x = x + self.c_proj(out.reshape(b, t, e))
     x = x + self.mlp_c_proj(jax.nn.gelu(self.c_fc(self.ln_2(x)), approximate=True))
-    return x, (k, v)
+    return x, (k_all, v_all)
 
 
 def final_norm(config, *, rngs):

@@ -70,7 +70,8 @@ class Block(nnx.Module):
     self.down_proj = linear(f, e, ("mlp", "embed"), bias=config.mlp_bias, **kw)
 
   def __call__(self, x, ctx, layer_cache=None):
-    """x [B, T, E] -> ([B, T, E], (keys, values) [B, T, K, H] to cache)."""
+    """x [B, T, E] -> ([B, T, E], (keys, values)): with layer_cache, the layer's cache buffers [B, S, K, H]
+    with the T new keys / values written; without, the new ones [B, T, K, H]."""
     c = self.config
     b, t, _ = x.shape
     y = self.input_norm(x)
@@ -83,7 +84,7 @@ class Block(nnx.Module):
     x = x + self.o_proj(out.reshape(b, t, c.num_heads * c.head_dim))
     y = self.post_norm(x)
     x = x + self.down_proj(jax.nn.silu(self.gate_proj(y)) * self.up_proj(y))
-    return x, (k, v)
+    return x, (k_all, v_all)
 
 
 def final_norm(config, *, rngs):

@@ -68,7 +68,7 @@ class Transformer(nnx.Module):
     x = self.final_norm(x)
     if cache is None:
       return x
-    return x, attention.update_cache(cache, jnp.stack(new_keys), jnp.stack(new_values), attention_mask, positions)
+    return x, attention.update_cache(cache, new_keys, new_values, attention_mask, positions)
 
   def logits(self, hidden):
     """LM logits [..., V] from hidden states [..., E] (tied: hidden @ embedding^T)."""
