@@ -73,6 +73,15 @@ def proxy_reward_model(config):
   return os.path.join(out, "model")
 
 
+def scored_candidates(config, policy, prompts, path, *, n, seed):
+  """n samples per prompt from `policy` (cached in `path`) and their proxy rewards [P, n]."""
+  rows = sample_responses(config, policy, prompts, path, num_samples=n, seed=seed)
+  judge = oracle.reward_model_oracle(proxy_reward_model(config), batch_size=config.pipeline.batch_size)
+  rewards = judge.rewards([r["prompt"] for r in rows for _ in r["responses"]],
+                          [y for r in rows for y in r["responses"]])
+  return rows, rewards.reshape(len(rows), n)
+
+
 def rso_dataset(config, policy, prompts, coefficient, path, *, seed):
   """Appendix H's rejection-sampling pairs: pipeline.candidates samples per prompt from `policy`, scored
   by the proxy reward model, pipeline.accepted / 2 pairs per prompt by gshf_jax.rso_pairs (Algorithm 1
@@ -80,10 +89,7 @@ def rso_dataset(config, policy, prompts, coefficient, path, *, seed):
   if os.path.exists(path):
     return path
   p = config.pipeline
-  rows = sample_responses(config, policy, prompts, path + ".candidates.jsonl", num_samples=p.candidates, seed=seed)
-  judge = oracle.reward_model_oracle(proxy_reward_model(config), batch_size=p.batch_size)
-  rewards = judge.rewards([r["prompt"] for r in rows for _ in r["responses"]],
-                          [y for r in rows for y in r["responses"]]).reshape(len(rows), p.candidates)
+  rows, rewards = scored_candidates(config, policy, prompts, path + ".candidates.jsonl", n=p.candidates, seed=seed)
   keys = jax.random.split(jax.random.key(seed), len(rows))
   pick = jax.jit(jax.vmap(lambda k, r: rejection.rso_pairs(k, r, coefficient, p.accepted // 2)))
   chosen, rejected = map(np.asarray, pick(keys, rewards))
@@ -156,10 +162,7 @@ def best_of_n_responses(config, policy, prompts, path, *, n, seed):
   """The best of n samples per prompt by the proxy reward model, cached in `path` ({prompt, responses: [best]})."""
   if os.path.exists(path):
     return data.read_rows(path)
-  rows = sample_responses(config, policy, prompts, path + ".candidates.jsonl", num_samples=n, seed=seed)
-  judge = oracle.reward_model_oracle(proxy_reward_model(config), batch_size=config.pipeline.batch_size)
-  rewards = judge.rewards([r["prompt"] for r in rows for _ in r["responses"]],
-                          [y for r in rows for y in r["responses"]]).reshape(len(rows), n)
+  rows, rewards = scored_candidates(config, policy, prompts, path + ".candidates.jsonl", n=n, seed=seed)
   best = [{"prompt": r["prompt"], "responses": [r["responses"][int(i)]]} for r, i in zip(rows, rewards.argmax(1))]
   data.write_jsonl(path, best)
   return best

@@ -153,10 +153,10 @@ def ensemble_members(folder):
 def ensemble_uncertainty(model_section, folders, arrays, batch_size, mesh):
   """{"gamma_chosen", "gamma_rejected"} [N]: the ensemble's standard deviation of r(x, y) over members
   (Section 5.1's ensemble uncertainty, Coste et al. 2023), and the members' mean rewards [N]."""
+  score = nnx.jit(lambda m, b: jnp.split(logprobs.reward_scores(m, *both_responses(b)), 2))
   scores = []
   for folder in folders:
     member, _ = load_model(model_section, mesh, path=folder)
-    score = nnx.jit(lambda m, b: jnp.split(logprobs.reward_scores(m, *both_responses(b)), 2))
     scores.append(distributed.map_batches(lambda b: score(member, b), arrays, batch_size,
                                           sharding.batch_sharding(mesh)))
   chosen = np.stack([s[0] for s in scores])
@@ -284,13 +284,15 @@ def run_dpo(config):
   micro = config.train.batch_size // config.train.grad_accum
   policy_path = os.path.abspath(config.model.path)
   reference_path = os.path.abspath(config.dpo.reference or config.model.path)
-  sets = {}
+  sets, loaded = {}, {}
   for split in ("train", "eval") if config.data.eval else ("train",):
     arrays, counts = preference_arrays(config, tokenizer, require_file(f"data.{split}", getattr(config.data, split)))
 
     def reference(arrays=arrays):
-      ref = model if reference_path == policy_path else load_model(config.model, mesh, path=reference_path)[0]
-      return reference_logprobs(ref, arrays, micro, mesh)
+      if "model" not in loaded:  # pi0 is loaded at most once, and only when a cache is missing
+        loaded["model"] = model if reference_path == policy_path else load_model(config.model, mesh,
+                                                                                 path=reference_path)[0]
+      return reference_logprobs(loaded["model"], arrays, micro, mesh)
 
     key = fingerprint(arrays, reference_path)
     arrays = {**arrays, **cached_arrays(os.path.join(out, f"reference_logprobs_{split}.npz"), key, reference)}
