@@ -135,15 +135,20 @@ def filter_preferences(examples, tokenizer, max_prompt_length):
   for prompt, chosen, rejected in examples:
     if chosen.strip() == rejected.strip():
       counts["identical"] += 1
-    elif len(tokenizer.encode(prompt, add_special_tokens=False)) > max_prompt_length:
+    elif not prompt_fits(tokenizer, prompt, max_prompt_length):
       counts["long_prompt"] += 1
     else:
       kept.append((prompt, chosen, rejected))
   return kept, counts
 
 
+def prompt_fits(tokenizer, prompt, max_prompt_length):
+  """Whether the prompt has at most max_prompt_length tokens (Appendix H drops longer ones)."""
+  return len(tokenizer.encode(prompt, add_special_tokens=False)) <= max_prompt_length
+
+
 def filter_prompts(prompts, tokenizer, max_prompt_length):
-  kept = [p for p in prompts if len(tokenizer.encode(p, add_special_tokens=False)) <= max_prompt_length]
+  kept = [p for p in prompts if prompt_fits(tokenizer, p, max_prompt_length)]
   return kept, {"long_prompt": len(prompts) - len(kept)}
 
 

@@ -121,11 +121,10 @@ def preference_arrays(config, tokenizer, path):
 
 def sft_arrays(config, tokenizer, path):
   examples, counts = data.load_examples(path, "sft", skip_malformed=config.data.skip_malformed)
-  long = [e for e in examples if len(tokenizer.encode(e[0], add_special_tokens=False)) > config.data.max_prompt_length]
-  kept = [e for e in examples if e not in long] if long else examples
+  kept = [e for e in examples if data.prompt_fits(tokenizer, e[0], config.data.max_prompt_length)]
   arrays = data.tokenize_sft(tokenizer, kept, config.data.max_prompt_length, config.data.max_response_length,
                              pad_to_max=config.data.pad_to_max_length)
-  return arrays, {**counts, "long_prompt": len(long), "kept": len(kept)}
+  return arrays, {**counts, "long_prompt": len(examples) - len(kept), "kept": len(kept)}
 
 
 def eval_arrays_of(config, tokenizer, make):
