@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from llm import hf_io, sampling
-from llm_step import hf_llama, median_time  # benchmarks/ is the script's folder, on sys.path
+from llm_step import hf_llama, median_times  # benchmarks/ is the script's folder, on sys.path
 
 
 def main():
@@ -38,7 +38,18 @@ def main():
     out = sampling.generate(model, ids, mask, jax.random.key(0), max_new_tokens=args.new, temperature=0.0)
     out.tokens.block_until_ready()
 
-  seconds = median_time(ours, args.runs)
+  fns = {"jax": ours}
+  if not args.no_torch:
+    batch, attention = torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
+
+    def theirs():
+      with torch.no_grad():
+        torch_model.generate(input_ids=batch, attention_mask=attention, max_new_tokens=args.new,
+                             min_new_tokens=args.new, do_sample=False, pad_token_id=0, use_cache=True)
+
+    fns["torch"] = theirs
+  times = median_times(fns, args.runs)
+  seconds = times["jax"]
   tokens = args.batch * args.new
   device = jax.devices()[0]
   print(f"device: {device.device_kind}, jax {jax.__version__}")
@@ -49,14 +60,7 @@ def main():
   if args.no_torch:
     print(row + " – | – | – |")
     return
-  batch, attention = torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
-
-  def theirs():
-    with torch.no_grad():
-      torch_model.generate(input_ids=batch, attention_mask=attention, max_new_tokens=args.new,
-                           min_new_tokens=args.new, do_sample=False, pad_token_id=0, use_cache=True)
-
-  torch_seconds = median_time(theirs, args.runs)
+  torch_seconds = times["torch"]
   print(row + f" {torch_seconds * 1e3:.0f} ms | {tokens / torch_seconds:,.0f} | {torch_seconds / seconds:.2f}x |")
 
 

@@ -6,7 +6,9 @@
 
 MFU = model FLOPs per second / the device's peak (PEAK_FLOPS, bf16 dense); model FLOPs per token =
 6 N (N = parameters without the embedding) + 12 L E T (attention scores and values, forward + backward;
-PaLM, Appendix B). Prints Markdown rows for benchmarks/RESULTS.md.
+PaLM, Appendix B). The two sides' runs alternate (median_times). Also prints one layer's attention,
+forward + backward, through llm.attention.attend and through jax.nn.dot_product_attention. Prints Markdown
+rows for benchmarks/RESULTS.md.
 """
 
 import argparse
@@ -18,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from llm import model_config, train_step
+from llm import attention, model_config, train_step
 from llm.model import init_model
 
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12, "TPU v5 lite": 197e12,
@@ -36,14 +38,18 @@ def flops_per_token(config, seq):
   return 6 * (params - embedding) + 12 * config.num_layers * config.hidden_size * seq
 
 
-def median_time(fn, runs):
-  fn()  # warm-up (compilation)
-  times = []
-  for _ in range(runs):
-    start = time.perf_counter()
+def median_times(fns, runs):
+  """{name: median seconds} of the zero-argument callables in `fns`, after one warm-up call each
+  (compilation), their runs interleaved (a, b, a, b, ...) so that a noisy machine slows them alike."""
+  for fn in fns.values():
     fn()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+  times = {name: [] for name in fns}
+  for _ in range(runs):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - start)
+  return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def hf_llama(args, length):
@@ -54,7 +60,8 @@ def hf_llama(args, length):
                                   num_key_value_heads=args.kv_heads, max_position_embeddings=max(2048, length))
 
 
-def jax_step_time(args, ids):
+def jax_step(args, ids):
+  """(run one training step, the model config) for gshf-jax."""
   config = model_config.from_hf(hf_llama(args, args.seq), dtype=args.dtype, param_dtype="float32", remat=args.remat)
   graphdef, params = nnx.split(init_model(config), nnx.Param)
   tx = optax.adamw(1e-4)
@@ -67,10 +74,11 @@ def jax_step_time(args, ids):
     state["params"], state["opt"], metrics = step(state["params"], state["opt"], batch)
     metrics["loss"].block_until_ready()
 
-  return median_time(run, args.runs), config
+  return run, config
 
 
-def torch_step_time(args, ids):
+def torch_step(args, ids):
+  """Run one training step of transformers' LlamaForCausalLM (its default attention, SDPA) with AdamW."""
   import torch
   import transformers
   torch.manual_seed(0)
@@ -84,7 +92,26 @@ def torch_step_time(args, ids):
     opt.step()
     opt.zero_grad()
 
-  return median_time(run, args.runs)
+  return run
+
+
+def attention_steps(args):
+  """Forward + backward of one layer's attention at the benchmark's shapes: llm.attention.attend (on CPU:
+  grouped_attention in causal blocks) and jax.nn.dot_product_attention, as callables."""
+  rng = np.random.default_rng(0)
+  head_dim = args.hidden // args.heads
+  q, k, v = (jnp.asarray(rng.normal(size=(args.batch, args.seq, h, head_dim)), args.dtype)
+             for h in (args.heads, args.kv_heads, args.kv_heads))
+  mask = jnp.tril(jnp.ones((args.seq, args.seq), bool))[None, None]
+  scale = head_dim ** -0.5
+
+  def timed(fn):
+    grad = jax.jit(jax.grad(lambda q, k, v: fn(q, k, v).astype(jnp.float32).sum(), argnums=(0, 1, 2)))
+    return lambda: jax.block_until_ready(grad(q, k, v))
+
+  return {"attend": timed(lambda q, k, v: attention.attend(q, k, v, mask, scale, causal=True)),
+          "dot_product_attention": timed(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, mask=mask,
+                                                                                       scale=scale))}
 
 
 def main():
@@ -98,22 +125,26 @@ def main():
   args = parser.parse_args()
   device = jax.devices()[0]
   ids = np.random.default_rng(0).integers(0, args.vocab, (args.batch, args.seq)).astype(np.int32)
-  seconds, config = jax_step_time(args, ids)
+  run, config = jax_step(args, ids)
+  with_torch = not args.no_torch and device.platform == "cpu"
+  fns = {"jax": run, **({"torch": torch_step(args, ids)} if with_torch else {})}
+  seconds = median_times(fns, args.runs)
   tokens = args.batch * args.seq
   flops = flops_per_token(config, args.seq) * tokens
   peak = peak_flops(device)
-  mfu = f"{flops / seconds / peak:.1%}" if peak else "n/a (no peak for this device)"
+  mfu = f"{flops / seconds['jax'] / peak:.1%}" if peak else "n/a (no peak for this device)"
   print(f"device: {device.device_kind}, jax {jax.__version__}")
   print("| model | batch x seq | dtype | gshf-jax step | tokens/s | MFU | PyTorch step | speed-up |")
   print("| --- | --- | --- | --- | --- | --- | --- | --- |")
   size = f"Llama E={args.hidden} L={args.layers} H={args.heads}/{args.kv_heads} F={args.intermediate} V={args.vocab}"
-  row = f"| {size} | {args.batch} x {args.seq} | {args.dtype} | {seconds * 1e3:.1f} ms | {tokens / seconds:,.0f} | {mfu} |"
-  if args.no_torch or device.platform != "cpu":
-    print(row + " – | – |")
-  else:
-    torch_seconds = torch_step_time(args, ids)
-    print(row + f" {torch_seconds * 1e3:.1f} ms | {torch_seconds / seconds:.2f}x |")
-
+  print(f"| {size} | {args.batch} x {args.seq} | {args.dtype} | {seconds['jax'] * 1e3:.1f} ms | "
+        f"{tokens / seconds['jax']:,.0f} | {mfu} | " + (f"{seconds['torch'] * 1e3:.1f} ms | "
+                                                        f"{seconds['torch'] / seconds['jax']:.2f}x |"
+                                                        if with_torch else "– | – |"))
+  attention_seconds = median_times(attention_steps(args), args.runs)
+  print(f"\none layer's attention, forward + backward: llm.attention.attend {attention_seconds['attend'] * 1e3:.1f} ms, "
+        f"jax.nn.dot_product_attention {attention_seconds['dot_product_attention'] * 1e3:.1f} ms "
+        f"({attention_seconds['dot_product_attention'] / attention_seconds['attend']:.2f}x)")
 
 if __name__ == "__main__":
   main()

@@ -27,12 +27,13 @@ class Block(nnx.Module):
     with the T new keys / values written; without, the new ones [B, T, N, H]."""
     c = self.config
     b, t, e = x.shape
+    x = x.reshape(b * t, e)  # tokens flattened: 2-D matmuls (see llm.layers.linear)
     q, k, v = (z.reshape(b, t, c.num_heads, c.head_dim) for z in jax.numpy.split(self.c_attn(self.ln_1(x)), 3, -1))
     k_all, v_all = attention.cached_keys_values(layer_cache, k, v, ctx.cache_index)
-    out = attention.attend(q, k_all, v_all, ctx.mask, c.head_dim ** -0.5)
-    x = x + self.c_proj(out.reshape(b, t, e))
+    out = attention.attend(q, k_all, v_all, ctx.mask, c.head_dim ** -0.5, causal=ctx.cache_index is None)
+    x = x + self.c_proj(out.reshape(b * t, e))
     x = x + self.mlp_c_proj(jax.nn.gelu(self.c_fc(self.ln_2(x)), approximate=True))
-    return x, (k_all, v_all)
+    return x.reshape(b, t, e), (k_all, v_all)
 
 
 def final_norm(config, *, rngs):

@@ -73,18 +73,19 @@ class Block(nnx.Module):
     """x [B, T, E] -> ([B, T, E], (keys, values)): with layer_cache, the layer's cache buffers [B, S, K, H]
     with the T new keys / values written; without, the new ones [B, T, K, H]."""
     c = self.config
-    b, t, _ = x.shape
+    b, t, e = x.shape
+    x = x.reshape(b * t, e)  # tokens flattened: 2-D matmuls (see llm.layers.linear)
     y = self.input_norm(x)
     inv_freq = rope_frequencies(c)
     q = apply_rope(self.q_proj(y).reshape(b, t, c.num_heads, c.head_dim), ctx.positions, inv_freq)
     k = apply_rope(self.k_proj(y).reshape(b, t, c.num_kv_heads, c.head_dim), ctx.positions, inv_freq)
     v = self.v_proj(y).reshape(b, t, c.num_kv_heads, c.head_dim)
     k_all, v_all = attention.cached_keys_values(layer_cache, k, v, ctx.cache_index)
-    out = attention.attend(q, k_all, v_all, ctx.mask, c.head_dim ** -0.5)
-    x = x + self.o_proj(out.reshape(b, t, c.num_heads * c.head_dim))
+    out = attention.attend(q, k_all, v_all, ctx.mask, c.head_dim ** -0.5, causal=ctx.cache_index is None)
+    x = x + self.o_proj(out.reshape(b * t, c.num_heads * c.head_dim))
     y = self.post_norm(x)
     x = x + self.down_proj(jax.nn.silu(self.gate_proj(y)) * self.up_proj(y))
-    return x, (k_all, v_all)
+    return x.reshape(b, t, e), (k_all, v_all)
 
 
 def final_norm(config, *, rngs):

@@ -23,8 +23,10 @@ def token_logprobs(model, input_ids, attention_mask, *, chunk=256):
 
   def one_chunk(h_and_y):
     h, y = h_and_y  # [B, C, E], [B, C]
-    logits = model.logits(h).astype(jnp.float32)
-    return jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), y[..., None], axis=-1)[..., 0]
+    logits = model.logits(h).astype(jnp.float32)  # [B, C, V]
+    # logits[y] as a select and a sum: its gradient fuses with logsumexp's (take_along_axis's is a scatter)
+    target = jnp.sum(jnp.where(jnp.arange(logits.shape[-1], dtype=y.dtype) == y[..., None], logits, 0.0), -1)
+    return target - jax.nn.logsumexp(logits, axis=-1)
 
   if t <= chunk:  # one chunk: no loop and no recomputation in the backward pass
     return jnp.pad(one_chunk((hidden, targets)), ((0, 0), (1, 0)))

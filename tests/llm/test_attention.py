@@ -1,0 +1,93 @@
+"""The CPU attention (grouped-query layout, causal query blocks) and the LM head's matmul with its own
+gradient, against jax.nn.dot_product_attention and a plain matmul, in float64 on random instances."""
+
+import functools
+
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from llm import attention
+from llm.model import vocab_logits
+
+
+def random_mask(rng, b, t, window):
+  """A [B, 1, T, T] forward-pass mask (layer_context without a cache) for rows with random left padding,
+  right padding or both, and an optional sliding window."""
+  mask = np.ones((b, t), bool)
+  for row in range(b):
+    left, right = rng.integers(0, t // 2 + 1, 2)
+    mask[row, :left] = False
+    mask[row, t - right:] = False
+  mask[0] = True  # at least one row without padding
+  positions = attention.positions_from_mask(jnp.asarray(mask))
+  slots = jnp.arange(t, dtype=jnp.int32)
+  return attention.attention_mask_4d(positions, positions, jnp.asarray(mask), slots, slots, window)
+
+
+def reference_attention(q, k, v, mask, scale):
+  """softmax(q k^T scale + mask) v with the key/value heads repeated, in the inputs' dtype
+  (jax.nn.dot_product_attention's XLA version takes the softmax in float32 even for float64 inputs)."""
+  groups = q.shape[2] // k.shape[2]
+  k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
+  scores = jnp.einsum("btnh,bsnh->bnts", q, k) * scale
+  weights = jax.nn.softmax(jnp.where(mask, scores, jnp.finfo(scores.dtype).min), axis=-1)
+  return jnp.einsum("bnts,bsnh->btnh", weights, v)
+
+
+IMPLEMENTATIONS = {
+    "reference": reference_attention,
+    "grouped": attention.grouped_attention,
+    "causal_blocks": lambda q, k, v, mask, scale: attention.causal_blocks_attention(q, k, v, mask, scale, block=4),
+    "attend": lambda q, k, v, mask, scale: attention.attend(q, k, v, mask, scale, causal=True),
+}
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def attention_and_grads(name, q, k, v, mask, cotangent):
+  out, vjp = jax.vjp(lambda q, k, v: IMPLEMENTATIONS[name](q, k, v, mask, q.shape[-1] ** -0.5), q, k, v)
+  return (out, *vjp(cotangent))
+
+
+@hypothesis.settings(max_examples=8)
+@hypothesis.given(st.sampled_from([1, 3]), st.sampled_from([6, 17]), st.sampled_from([(4, 2), (6, 1)]),
+                  st.sampled_from([None, 3]), st.integers(0, 2 ** 31))
+def test_cpu_attention_equals_a_plain_softmax(b, t, heads, window, seed):
+  """Outputs and gradients of q, k, v, with GQA, padding on either side and a sliding window."""
+  n, kv = heads
+  rng = np.random.default_rng(seed)
+  q, k, v = (jnp.asarray(rng.normal(size=(b, t, h, 8))) for h in (n, kv, kv))
+  mask = random_mask(rng, b, t, window)
+  # A query that sees no key (a padding position) gets an unspecified output and no gradient from it.
+  sees = np.asarray(mask.any(-1))[:, 0, :, None, None]  # [B, T, 1, 1]
+  cotangent = jnp.asarray(rng.normal(size=(b, t, n, 8)) * sees)
+  expected = attention_and_grads("reference", q, k, v, mask, cotangent)
+  for name in ("grouped", "causal_blocks", "attend"):
+    out, *grads = attention_and_grads(name, q, k, v, mask, cotangent)
+    np.testing.assert_allclose(out * sees, expected[0] * sees, rtol=1e-10, atol=1e-10, err_msg=name)
+    for got, want in zip(grads, expected[1:]):
+      np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10, err_msg=name)
+  dpa = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=8 ** -0.5)  # float32 softmax inside
+  np.testing.assert_allclose(dpa * sees, expected[0] * sees, rtol=1e-5, atol=1e-5)
+
+
+def test_causal_blocks_split_the_queries():
+  """Blocks of >= `block` rows, at most max_blocks: the traced program holds one score product per block."""
+  q = k = v = jnp.zeros((1, 40, 2, 4))
+  mask = jnp.ones((1, 1, 40, 40), bool)
+  for block, max_blocks, n in ((128, 4, 1), (20, 4, 2), (10, 4, 4), (3, 4, 4), (10, 2, 2)):
+    fn = lambda q, k, v: attention.causal_blocks_attention(q, k, v, mask, 1.0, block=block, max_blocks=max_blocks)
+    jaxpr = str(jax.make_jaxpr(fn)(q, k, v))
+    assert jaxpr.count("exp ") == n, (block, max_blocks)
+
+
+def test_vocab_logits_gradient_equals_a_plain_matmul():
+  rng = np.random.default_rng(0)
+  hidden, weight, cotangent = (jnp.asarray(rng.normal(size=s)) for s in ((7, 5), (5, 11), (7, 11)))
+  out, vjp = jax.vjp(vocab_logits, hidden, weight)
+  plain_out, plain_vjp = jax.vjp(jnp.matmul, hidden, weight)
+  np.testing.assert_allclose(out, plain_out, rtol=1e-12)
+  for got, want in zip(vjp(cotangent), plain_vjp(cotangent)):
+    np.testing.assert_allclose(got, want, rtol=1e-12)
