@@ -57,8 +57,8 @@ def attention_mask_4d(q_positions, k_positions, k_valid, q_slots, k_slots, windo
 def grouped_attention(q, k, v, mask, scale):
   """softmax(q k^T * scale + mask) v with each key/value head shared by its G = N / K query heads,
   computed in the layout [B, K, G, T, H] x [B, K, S, H] (batch dimensions leading, as XLA's CPU matmuls
-  want them) with float32 (or wider) scores, and normalized after the value product: o = (e v) / sum(e), e =
-  exp(s - max s). Shapes as in `attend`."""
+  want them) with float32 (or wider) scores, and normalized after the value product:
+  o = (e v) / sum(e), e = exp(s - max s). Shapes as in `attend`."""
   b, t, n, h = q.shape
   kv_heads = k.shape[2]
   q = (q * scale).reshape(b, t, kv_heads, n // kv_heads, h).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, H]
@@ -74,7 +74,8 @@ def grouped_attention(q, k, v, mask, scale):
 def causal_blocks_attention(q, k, v, mask, scale, *, block=128, max_blocks=4):
   """`grouped_attention` when the keys are the queries' own tokens in order (S = T, causal mask): the
   queries in n <= max_blocks blocks of >= `block` rows, block i attending only to the keys up to its
-  last row, which skips (n - 1) / (2 n) of the score matrix (all of it masked)."""
+  last row, which skips (n - 1) / (2 n) of the score matrix (all of it masked). (Smaller blocks made
+  the attention alone up to 2x faster on CPU but a whole training step 5-10% slower.)"""
   t = q.shape[1]
   n = max(1, min(max_blocks, t // block))
   ends = [(i + 1) * t // n for i in range(n)]
@@ -88,10 +89,12 @@ def attend(q, k, v, mask, scale, *, causal=False):
 
   causal: the keys are the queries' own T tokens in order (a forward pass without a cache), so no query
   sees a later key. A query that sees no key at all (a padding position) gets an unspecified average of
-  the values: its output is never used. On CPU the attention is `grouped_attention` (in causal blocks when `causal`), about
-  1.5x faster than XLA's `jax.nn.dot_product_attention` there (forward + backward, benchmarks/RESULTS.md);
-  on other platforms it is `jax.nn.dot_product_attention` (XLA's implementation: cuDNN's needs
-  implementation="cudnn" and has not been validated here).
+  the values: its output is never used.
+
+  On CPU the attention is `grouped_attention` (in causal blocks when `causal`): 1.1-1.2x faster than
+  `jax.nn.dot_product_attention` there, forward + backward (benchmarks/llm_step.py). On other platforms
+  it is `jax.nn.dot_product_attention` with its default (XLA) implementation; cuDNN's flash attention
+  (implementation="cudnn") has not been validated on a GPU here.
   """
   k, v = k.astype(q.dtype), v.astype(q.dtype)
   cpu = functools.partial(causal_blocks_attention if causal else grouped_attention, scale=scale)

@@ -131,6 +131,18 @@ def test_chunked_logprobs_equal_a_plain_log_softmax(tiny_llama):
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+def test_rematerialized_blocks_give_the_same_loss_and_gradients(tiny_llama, tiny_hf_configs):
+  remat = init_model(model_config.from_hf(tiny_hf_configs["mistral_window"], remat=True), seed=1)
+  ids = jnp.asarray(np.random.default_rng(6).integers(1, 97, (2, 9)), jnp.int32)
+  mask = jnp.asarray([[1] * 9, [0, 0] + [1] * 7])
+  loss = lambda m: logprobs.token_logprobs(m, ids, mask).sum()
+  jaxpr = lambda m: str(jax.make_jaxpr(lambda state: loss(nnx.merge(nnx.graphdef(m), state)))(nnx.state(m)))
+  assert "remat" in jaxpr(remat) and "remat" not in jaxpr(tiny_llama)
+  np.testing.assert_allclose(loss(remat), loss(tiny_llama), rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(nnx.grad(loss)(remat)), jax.tree.leaves(nnx.grad(loss)(tiny_llama))):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def numpy_filter(logits, temperature, top_k, top_p):
   z = logits / temperature
   order = np.argsort(-z)
