@@ -51,8 +51,8 @@ def attention_and_grads(name, q, k, v, mask, cotangent):
   return (out, *vjp(cotangent))
 
 
-@hypothesis.settings(max_examples=8)
-@hypothesis.given(st.sampled_from([1, 3]), st.sampled_from([6, 17]), st.sampled_from([(4, 2), (6, 1)]),
+@hypothesis.settings(max_examples=6)
+@hypothesis.given(st.just(3), st.sampled_from([6, 17]), st.sampled_from([(4, 2), (6, 1)]),
                   st.sampled_from([None, 3]), st.integers(0, 2 ** 31))
 def test_cpu_attention_equals_a_plain_softmax(b, t, heads, window, seed):
   """Outputs and gradients of q, k, v, with GQA, padding on either side and a sliding window."""

@@ -239,8 +239,10 @@ def test_dpo_on_two_processes_equals_one_process(assets, sft, tmp_path):
     assert p.returncode == 0, output
   one, two = params_of(str(tmp_path / "one")), params_of(str(tmp_path / "two"))
   start = load_file(os.path.join(sft[0], "model", "model.safetensors"))
+  # float32 sums in another order on 2 processes; Adam's m / sqrt(v) magnifies that for near-zero gradients:
+  # atol is 1% of one step (learning rate 1e-3)
   for name in one:
-    np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-5, err_msg=name)
   assert any(not np.allclose(one[n], start[n]) for n in one)  # training changed the params
   summary = json.load(open(tmp_path / "two" / "summary.json"))
   assert summary["metrics"]["step"] == 3
