@@ -133,7 +133,7 @@ def evaluate_folder(config, name, policy, baseline, key, *, temperatures=None):
                                     reference=reference, baseline=opponent, ood_prompts=ood,
                                     temperatures=tuple(temperatures or e.temperatures),
                                     max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
-                                    max_prompt_length=config.data.max_prompt_length)
+                                    tie_tolerance=e.tie_tolerance, max_prompt_length=config.data.max_prompt_length)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   write_atomic(path, json.dumps(result, indent=2, default=float))
   return result
