@@ -1,7 +1,7 @@
 """Per-token and per-sequence log-probabilities of responses under a causal LM, without materializing
-float32 logits [B, T, V] for the whole batch: the hidden states are computed once and the LM head,
-log-softmax and gather run over chunks of `chunk` positions (rematerialized in the backward pass), so
-peak memory is O(B * chunk * V) for the logits.
+float32 logits [B, T, V] for the whole batch: the hidden states are computed once and the LM head and
+log p(y) = logits[y] - logsumexp(logits) run over chunks of `chunk` positions (rematerialized in the
+backward pass), so peak memory is O(B * chunk * V) for the logits.
 """
 
 import jax
