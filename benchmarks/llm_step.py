@@ -146,5 +146,6 @@ def main():
         f"jax.nn.dot_product_attention {attention_seconds['dot_product_attention'] * 1e3:.1f} ms "
         f"({attention_seconds['dot_product_attention'] / attention_seconds['attend']:.2f}x)")
 
+
 if __name__ == "__main__":
   main()

@@ -1,5 +1,6 @@
-"""The CPU attention (grouped-query layout, causal query blocks) and the LM head's matmul with its own
-gradient, against jax.nn.dot_product_attention and a plain matmul, in float64 on random instances."""
+"""The CPU attention (grouped-query layout, causal query blocks) against a plain float64 softmax (and
+jax.nn.dot_product_attention against the same, to float32 precision), and the LM head's matmul with its
+own gradient against a plain matmul, on random instances."""
 
 import functools
 
