@@ -13,25 +13,9 @@ import os
 import sys
 import time
 
-from bandit_sim import (core_experiment, coverage_experiment, io, nash_experiment, offline_experiment,
-                        online_experiment, rejection_experiment)
-
-# XLA's CPU concurrency-optimized scheduler (jax 0.10.2) stalls, every thread idle, on some large vmaps:
-# the RSO pipeline over 50 seeds never finished, and ran 200 seeds in 10 s with the scheduler off.
-CPU_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
-
-
-def avoid_cpu_scheduler_stall():
-  """Adds CPU_SCHEDULER_FLAG to XLA_FLAGS; takes effect only before JAX's first computation."""
-  flags = os.environ.get("XLA_FLAGS", "")
-  if CPU_SCHEDULER_FLAG not in flags:
-    os.environ["XLA_FLAGS"] = f"{flags} {CPU_SCHEDULER_FLAG}".strip()
-
-
-EXPERIMENTS = {"core": core_experiment.run, "offline": offline_experiment.run, "online": online_experiment.run_online,
-               "hybrid": online_experiment.run_hybrid, "regret": online_experiment.run_regret,
-               "gibbs": rejection_experiment.run_gibbs, "rejection": rejection_experiment.run_rejection,
-               "coverage": coverage_experiment.run, "nash": nash_experiment.run}
+from bandit_sim.experiments import EXPERIMENTS
+from gshf_jax import atomic
+from gshf_jax.workarounds import apply_cpu_workarounds
 
 
 def parse_args(argv):
@@ -57,8 +41,15 @@ def summary_markdown(name_to_claims, settings):
   return "\n".join(lines) + "\n"
 
 
+def run_experiment(name, key, *, seeds, quick, progress):
+  """Runs one experiment: (results, claims, figures)."""
+  module = EXPERIMENTS[name]
+  results, arrays = module.compute(key, seeds=seeds, quick=quick, progress=progress)
+  return results, module.claims(results), module.figures(results, arrays)
+
+
 def main(argv=None):
-  avoid_cpu_scheduler_stall()
+  apply_cpu_workarounds()
   import jax
   jax.config.update("jax_enable_x64", True)
   from tqdm import tqdm
@@ -73,20 +64,20 @@ def main(argv=None):
   key = jax.random.key(args.seed)
   for name in names:
     start = time.perf_counter()
-    out, name_claims, figures = EXPERIMENTS[name](jax.random.fold_in(key, list(EXPERIMENTS).index(name)),
-                                                  seeds=args.seeds, quick=args.quick, progress=progress)
+    out, name_claims, figures = run_experiment(name, jax.random.fold_in(key, list(EXPERIMENTS).index(name)),
+                                               seeds=args.seeds, quick=args.quick, progress=progress)
     out["seconds"] = round(time.perf_counter() - start, 2)
     results[name], claims[name] = out, name_claims
     folder = os.path.join(args.out, name)
     for filename, fig in figures.items():
-      io.save_figure_atomic(fig, os.path.join(folder, filename))
-    io.write_json_atomic(os.path.join(folder, "summary.json"), {"settings": settings, name: out})
-    io.write_atomic(os.path.join(folder, "summary.md"), summary_markdown({name: name_claims}, settings).encode())
+      atomic.save_figure(fig, os.path.join(folder, filename))
+    atomic.write_json(os.path.join(folder, "summary.json"), {"settings": settings, name: out})
+    atomic.write_text(os.path.join(folder, "summary.md"), summary_markdown({name: name_claims}, settings))
     bar.update()
   bar.close()
   summary = summary_markdown(claims, settings)
   if len(names) > 1:
-    io.write_atomic(os.path.join(args.out, "summary.md"), summary.encode())
+    atomic.write_text(os.path.join(args.out, "summary.md"), summary)
   if not args.quiet:
     print(summary)
     print(f"wrote {', '.join(os.path.join(args.out, n) for n in names)}")

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.stats import multivariate_normal
 
 from gshf_jax import _checks
@@ -86,6 +87,18 @@ def sample(key, mixture, shape):
   noise = jax.random.normal(k_noise, (*shape, mixture.means.shape[-1]), mixture.means.dtype)
   chol = jnp.linalg.cholesky(mixture.covs)
   return mixture.means[comp] + jnp.einsum("...de,...e->...d", chol[comp], noise)
+
+
+def kl_to_base(mixture, direction, eta):
+  """KL(pi_r || pi0) = E_{pi_r}[r] / eta - Lambda(1/eta), exact for the linear reward r(a) = <c, a>."""
+  tilted = tilt(mixture, direction, eta)
+  return mean(tilted) @ direction / eta - jax.nn.logsumexp(tilt_log_weights(mixture, direction, eta))
+
+
+def grid_points(low, high, shape):
+  """A regular 2-D grid: (points [shape[1], shape[0], 2], cell area, xs, ys), for grid_log_density."""
+  xs, ys = np.linspace(low[0], high[0], shape[0]), np.linspace(low[1], high[1], shape[1])
+  return jnp.asarray(np.stack(np.meshgrid(xs, ys, indexing="xy"), -1)), (xs[1] - xs[0]) * (ys[1] - ys[0]), xs, ys
 
 
 def grid_log_density(log_unnormalized, cell_area):

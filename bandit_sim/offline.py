@@ -180,17 +180,14 @@ def _chosen_rejected(data):
   return jnp.where(won, data.a1, data.a2), jnp.where(won, data.a2, data.a1)
 
 
-PREFERENCE_LOSSES = {"dpo": g.dpo_loss, "hinge": g.hinge_loss}
-
-
 def dpo_objective(env, logp, data, *, bonus=None, bonus_scale=0.0, loss="dpo"):
   """Mean DPO loss (Eq. (9)) of a policy on D_off, with KL coefficient eta; with `bonus` Gamma [X, K], the
   pessimistic DPO of Eq. (10) with margin bonus_scale * (Gamma(x, a_w) - Gamma(x, a_l)). loss="hinge"
   is RSO's relu(1 - z) on the same z."""
   chosen, rejected = _chosen_rejected(data)
   ctx = data.ctx
-  margin = 0.0 if bonus is None else bonus_scale * (bonus[ctx, chosen] - bonus[ctx, rejected])
-  losses = PREFERENCE_LOSSES[loss](logp[ctx, chosen], logp[ctx, rejected], env.ref_logp[ctx, chosen],
+  margin = None if bonus is None else bonus_scale * (bonus[ctx, chosen] - bonus[ctx, rejected])
+  losses = g.pairwise_loss(loss)(logp[ctx, chosen], logp[ctx, rejected], env.ref_logp[ctx, chosen],
                                    env.ref_logp[ctx, rejected], env.eta, margin=margin)
   return jnp.mean(losses)
 
@@ -223,12 +220,12 @@ def offline_dpo(env, data, *, param="gibbs", pessimism=0.0, lam=1.0, nu=None, st
     cosine-decayed `learning_rate`; the loss only sees logit differences between compared actions, so
     uncovered actions keep their initial logits and receive whatever mass the normalization leaves them
     (Appendix E.1).
-  The margin uses Gamma of Option II (Sigma_off with lam, reference vector nu). loss: "dpo" or "hinge".
+  The margin uses Gamma of Option II (Sigma_off with lam, reference vector nu). loss: a name in
+  gshf_jax.PAIRWISE_LOSSES ("dpo", "hinge", ...).
   """
   if param not in ("gibbs", "tabular"):
     raise ValueError(f"param must be 'gibbs' or 'tabular', got {param!r}")
-  if loss not in PREFERENCE_LOSSES:
-    raise ValueError(f"loss must be one of {sorted(PREFERENCE_LOSSES)}, got {loss!r}")
+  g.check_options(loss)
   # Gamma needs Sigma_off and nu only; no MLE is fitted.
   cov = g.covariance(bandit.feature_differences(env, data), lam)
   bonus = uncertainty_bonus(env, cov, reference_vector(env) if nu is None else nu)
@@ -244,6 +241,8 @@ def offline_dpo(env, data, *, param="gibbs", pessimism=0.0, lam=1.0, nu=None, st
     params = env.ref_logp if init_logits is None else init_logits
     project = lambda logits: logits
     opt = optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
+  if isinstance(pessimism, (int, float)) and pessimism == 0:
+    bonus = None  # no margin at all, so losses without one (IPO) apply too
   loss_fn = lambda p: dpo_objective(env, to_logp(p), data, bonus=bonus, bonus_scale=pessimism, loss=loss)
   params = minimize(loss_fn, params, opt, steps, project)
   final_loss, grads = jax.value_and_grad(loss_fn)(params)

@@ -17,15 +17,17 @@ from scipy.optimize import minimize
 jax.config.update("jax_enable_x64", True)
 
 import bandit_sim as b  # noqa: E402
-from bandit_sim import offline, offline_experiment  # noqa: E402
+from bandit_sim import offline  # noqa: E402
+from bandit_sim.experiments._common import ENV  # noqa: E402
 
 BETA, LAM = 1.0, 1.0
 
 
 def make_instances(key, seeds, n):
-  def one(k):
-    env, data, _, _ = offline_experiment.make_seed(k, n, offline_experiment.ENV)
-    return env, data
+  def one(k):  # the offline experiment's instances, D_off from pi0
+    k_env, k_data = jax.random.split(k)
+    env = b.make_linear_bandit(k_env, **ENV)
+    return env, b.collect_preferences(k_data, env, env.ref_logp, env.ref_logp, n)
   return jax.jit(jax.vmap(one))(jax.random.split(key, seeds))
 
 
@@ -91,8 +93,8 @@ def main():
   print(f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}, float64\n")
   print("| benchmark | JAX jit+vmap | NumPy/SciPy per-seed loop | speed-up | max |Δ suboptimality| |")
   print("| --- | --- | --- | --- | --- |")
-  print(f"| offline GSHF Option II, {args.seeds} seeds, n_off={args.n}, X={offline_experiment.ENV['num_contexts']}, "
-        f"K={offline_experiment.ENV['num_actions']}, d={offline_experiment.ENV['dim']} | "
+  print(f"| offline GSHF Option II, {args.seeds} seeds, n_off={args.n}, X={ENV['num_contexts']}, "
+        f"K={ENV['num_actions']}, d={ENV['dim']} | "
         f"{args.seeds / t_jax:.0f} seeds/s | {args.seeds / t_np:.0f} seeds/s | {t_np / t_jax:.0f}x | {agree:.1e} |")
 
 

@@ -21,7 +21,7 @@ jax.config.update("jax_enable_x64", True)
 
 from bandit_sim import env as bandit  # noqa: E402
 from bandit_sim import online  # noqa: E402
-from bandit_sim.offline_experiment import ENV, behaviour_policy  # noqa: E402
+from bandit_sim.experiments._common import ENV, behaviour_policy  # noqa: E402
 
 BETA, LAM, N_OFF = 1.0, 1.0, 50
 

@@ -1,4 +1,4 @@
-"""Sampling throughput: generated tokens/s of llm.sampling.generate (jitted prefill + KV-cache decode) and,
+"""Sampling throughput: generated tokens/s of llm.inference.sampling.generate (jitted prefill + KV-cache decode) and,
 on CPU, of transformers' generate (KV cache on) for the same weights, prompts and lengths, side by side.
 
   python benchmarks/llm_sample.py [--hidden 256 --layers 4 --heads 8 --kv-heads 4 --intermediate 768
@@ -13,7 +13,8 @@ import tempfile
 import jax
 import numpy as np
 
-from llm import hf_io, sampling
+from llm.models import hf_io
+from llm.inference import sampling
 from llm_step import hf_llama, median_times  # benchmarks/ is the script's folder, on sys.path
 
 

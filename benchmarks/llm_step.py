@@ -1,5 +1,5 @@
 """Training-step throughput of a Llama-family model: tokens/s and MFU of forward + backward + AdamW
-(llm.train_step), and on CPU the same model, batch and length in transformers' PyTorch side by side.
+(llm.training.step), and on CPU the same model, batch and length in transformers' PyTorch side by side.
 
   python benchmarks/llm_step.py [--hidden 256 --layers 4 --heads 8 --kv-heads 4 --intermediate 768
                                  --vocab 8192 --batch 8 --seq 256 --dtype float32 --runs 5 --no-torch]
@@ -7,7 +7,7 @@
 MFU = model FLOPs per second / the device's peak (PEAK_FLOPS, bf16 dense); model FLOPs per token =
 6 N (N = parameters without the embedding) + 12 L E T (attention scores and values, forward + backward;
 PaLM, Appendix B). The two sides' runs alternate (median_times). Also prints one layer's attention,
-forward + backward, through llm.attention.attend and through jax.nn.dot_product_attention. Prints Markdown
+forward + backward, through llm.models.attention.attend and through jax.nn.dot_product_attention. Prints Markdown
 rows for benchmarks/RESULTS.md.
 """
 
@@ -20,8 +20,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from llm import attention, model_config, train_step
-from llm.model import init_model
+from llm.models import attention
+from llm.models import config as model_config
+from llm.training import step as train_step
+from llm.models.transformer import init_model
 
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12, "TPU v5 lite": 197e12,
               "TPU v5p": 459e12, "TPU v6 lite": 918e12}
@@ -96,7 +98,7 @@ def torch_step(args, ids):
 
 
 def attention_steps(args):
-  """Forward + backward of one layer's attention at the benchmark's shapes: llm.attention.attend (on CPU:
+  """Forward + backward of one layer's attention at the benchmark's shapes: llm.models.attention.attend (on CPU:
   grouped_attention in causal blocks) and jax.nn.dot_product_attention, as callables."""
   rng = np.random.default_rng(0)
   head_dim = args.hidden // args.heads
@@ -142,7 +144,7 @@ def main():
                                                         f"{seconds['torch'] / seconds['jax']:.2f}x |"
                                                         if with_torch else "– | – |"))
   attention_seconds = median_times(attention_steps(args), args.runs)
-  print(f"\none layer's attention, forward + backward: llm.attention.attend {attention_seconds['attend'] * 1e3:.1f} ms, "
+  print(f"\none layer's attention, forward + backward: llm.models.attention.attend {attention_seconds['attend'] * 1e3:.1f} ms, "
         f"jax.nn.dot_product_attention {attention_seconds['dot_product_attention'] * 1e3:.1f} ms "
         f"({attention_seconds['dot_product_attention'] / attention_seconds['attend']:.2f}x)")
 

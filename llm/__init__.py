@@ -1,13 +1,18 @@
-"""llm: the LLM half of gshf-jax.
+"""llm: the LLM half of gshf-jax, in subpackages by role (see docs/architecture.md):
 
-Models and I/O: model_config (ModelConfig <-> HF config.json), model (Transformer), llama / gpt2 (the
-family blocks), attention (masks, KV cache), hf_io (safetensors checkpoints), tokenizer, logprobs,
-sampling, sharding, distributed, checkpoint (orbax). Training: config (YAML + overrides), data (JSONL),
-train_step, train (the loop), trainers (SFT, reward models, DPO family), oracle, evaluate. The paper's
-practical algorithms: pipelines, and the built-in task (review_task, builtin). CLI: `python -m llm`
-(cli). Depends on gshf_jax only (see DESIGN.md).
+  models/      ModelConfig, layers, attention, Transformer, one folder per family, HF checkpoint I/O
+  inference/   tokenizer, sampling, log-probs
+  parallel/    mesh and sharding rules, multi-process
+  training/    config, data, train step, loop, checkpoints, trainers (SFT, reward, DPO family)
+  preference/  oracles, evaluation, the paper's pipelines
+  builtin/     the built-in task of `python -m llm`
+  cli          the command line
+
+Depends on gshf_jax (formulas, losses) only.
 """
 
-from llm.hf_io import load_hf_checkpoint, save_hf_checkpoint
-from llm.model import Transformer, init_model
-from llm.model_config import ModelConfig
+from llm.models import ModelConfig as ModelConfig
+from llm.models import Transformer as Transformer
+from llm.models import init_model as init_model
+from llm.models import load_hf_checkpoint as load_hf_checkpoint
+from llm.models import save_hf_checkpoint as save_hf_checkpoint

@@ -1,10 +1,10 @@
 """python -m llm [COMMAND] [--config FILE] [key=value ...]
 
-With no command: the built-in task's whole comparison (llm.builtin; --quick, --out, --seed). Commands:
-sft, reward, dpo (trainers, see llm.trainers), sample (responses to prompts), label (pairs labelled by the
+With no command: the built-in task's whole comparison (llm.builtin.run; --quick, --out, --seed). Commands:
+sft, reward, dpo (trainers, see llm.training.trainers), sample (responses to prompts), label (pairs labelled by the
 preference oracle), evaluate (gold reward, KL, win rate, temperature sweep), and the paper's pipelines
-rso, multistep_rso, hybrid, online, best_of_n (llm.pipelines). Settings are
-llm.config's sections (model.*, data.*, train.*, dpo.*, reward.*, oracle.*, sample.*, label.*,
+rso, multistep_rso, hybrid, online, best_of_n (llm.preference.pipelines). Settings are
+llm.training.config's sections (model.*, data.*, train.*, dpo.*, reward.*, oracle.*, sample.*, label.*,
 evaluate.*, distributed.*, output_dir) from the YAML file and the overrides. The same command runs on
 every host of a multi-host job (jax.distributed is initialized from distributed.* or the environment).
 """
@@ -15,11 +15,13 @@ import os
 import sys
 
 import jax
-import numpy as np
 
-from llm import config as config_lib
-from llm import data, distributed, evaluate, oracle, pipelines, sampling, trainers
-from llm.config import require_file
+from llm.inference import tokenizer as tok
+from llm.parallel import distributed
+from llm.preference import evaluate, pipelines, stages
+from llm.training import config as config_lib
+from llm.training import data, trainers
+from llm.training.config import require_file
 
 
 def read_prompts(config, tokenizer, path, key):
@@ -34,14 +36,14 @@ def run_sample(config):
   """sample.num_samples responses to each prompt of sample.prompts, written to sample.output as
   {"prompt", "responses"} lines."""
   s = config.sample
-  model, tokenizer = trainers.load_model(config.model, None)
-  prompts, dropped = read_prompts(config, tokenizer, s.prompts, "sample.prompts")
-  out = sampling.sample_texts(model, tokenizer, prompts, jax.random.key(config.train.seed), num_samples=s.num_samples,
-                              max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                              batch_size=s.batch_size, max_prompt_length=config.data.max_prompt_length)
-  n = s.num_samples
+  path = require_file("model.path", config.model.path, folder=True)
+  prompts, dropped = read_prompts(config, tok.load_tokenizer(config.model.tokenizer or path), s.prompts,
+                                  "sample.prompts")
   output = s.output or os.path.join(config.output_dir, "samples.jsonl")
-  data.write_jsonl(output, [{"prompt": p, "responses": out["responses"][i * n:(i + 1) * n]} for i, p in enumerate(prompts)])
+  stages.sample_to_file(config.model, path, prompts, output, jax.random.key(config.train.seed),
+                        num_samples=s.num_samples, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
+                        top_k=s.top_k, top_p=s.top_p, batch_size=s.batch_size,
+                        max_prompt_length=config.data.max_prompt_length)
   return {"command": "sample", "prompts": len(prompts), **dropped, "output": output}
 
 
@@ -65,12 +67,8 @@ def run_label(config):
       prompts.append(obj["prompt"])
       a.append(responses[i])
       b.append(responses[i + 1])
-  judge = oracle.make_oracle(config.oracle)
-  a_wins = oracle.label_pairs(judge, prompts, a, b, mode=config.oracle.labels,
-                              rng=np.random.default_rng(config.train.seed))
   output = config.label.output or os.path.join(config.output_dir, "labelled.jsonl")
-  data.write_jsonl(output, [{"prompt": x, "chosen": ya if w else yb, "rejected": yb if w else ya}
-                       for x, ya, yb, w in zip(prompts, a, b, a_wins)])
+  stages.label_to_file(config.oracle, prompts, a, b, output, seed=config.train.seed)
   return {"command": "label", "pairs": len(prompts), "malformed": skipped, "output": output}
 
 
@@ -78,19 +76,15 @@ def run_evaluate(config):
   """evaluate.* on model.path against evaluate.reference (KL) and evaluate.baseline (win rate), judged
   by the oracle; writes output_dir/evaluation.{json,md} and evaluation_temperature.png."""
   e = config.evaluate
-  policy, tokenizer = trainers.load_model(config.model, None)
-  reference_path = e.reference or config.dpo.reference
-  reference = trainers.load_model(config.model, None, path=reference_path)[0] if reference_path else None
-  baseline = trainers.load_model(config.model, None, path=e.baseline)[0] if e.baseline else None
+  path = require_file("model.path", config.model.path, folder=True)
+  tokenizer = tok.load_tokenizer(config.model.tokenizer or path)
   prompts, _ = read_prompts(config, tokenizer, e.prompts, "evaluate.prompts")
   ood = read_prompts(config, tokenizer, e.ood_prompts, "evaluate.ood_prompts")[0] if e.ood_prompts else None
   if e.num_prompts:
     prompts, ood = prompts[:e.num_prompts], ood and ood[:e.num_prompts]
-  result = evaluate.evaluate_policy(policy, tokenizer, oracle.make_oracle(config.oracle), prompts,
-                                    jax.random.key(config.train.seed), reference=reference, baseline=baseline,
-                                    ood_prompts=ood, temperatures=tuple(e.temperatures),
-                                    max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
-                                    tie_tolerance=e.tie_tolerance, max_prompt_length=config.data.max_prompt_length)
+  result = stages.evaluate_folder(config, path, prompts, jax.random.key(config.train.seed),
+                                  reference=e.reference or config.dpo.reference or None, baseline=e.baseline or None,
+                                  ood_prompts=ood)
   if distributed.is_main_process():
     evaluate.write_report({config.model.path: result}, config.output_dir)
   return result
@@ -109,7 +103,7 @@ def parser():
   p.add_argument("--quick", action="store_true", help="builtin: the small variant the tests run (< 3 min)")
   p.add_argument("--out", default="results/llm", help="builtin: output folder (default results/llm)")
   p.add_argument("--seed", type=int, default=0, help="builtin: seed")
-  p.add_argument("--config", help="YAML file (sections as in llm/config.py; see configs/)")
+  p.add_argument("--config", help="YAML file (sections as in llm/training/config.py; see configs/)")
   p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.learning_rate=1e-5 output_dir=runs/x")
   return p
 
@@ -117,7 +111,7 @@ def parser():
 def main(argv=None):
   args = parser().parse_intermixed_args(argv)
   if args.command == "builtin":
-    from llm import builtin
+    from llm.builtin import run as builtin
     if args.overrides:
       print("python -m llm: the built-in run takes --quick, --out, --seed and --config SIZES.yaml", file=sys.stderr)
       return 2

@@ -5,9 +5,9 @@ import os
 import hypothesis
 import jax
 
-from bandit_sim.experiment import avoid_cpu_scheduler_stall
+from gshf_jax.workarounds import apply_cpu_workarounds
 
-avoid_cpu_scheduler_stall()  # before the first computation; notebook kernels inherit it
+apply_cpu_workarounds()  # before the first computation; notebook kernels inherit it
 jax.config.update("jax_enable_x64", True)
 
 # In CI the examples are derandomized, so a red run is reproducible; locally they vary run to run.

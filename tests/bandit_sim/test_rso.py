@@ -12,7 +12,7 @@ import pytest
 import gshf_jax as g
 from bandit_sim import env as bandit
 from bandit_sim import offline, rso
-from bandit_sim.offline_experiment import ENV, behaviour_policy
+from bandit_sim.experiments._common import ENV, behaviour_policy
 
 
 @pytest.fixture(scope="module")

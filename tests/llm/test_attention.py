@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llm import attention
-from llm.model import vocab_logits
+from llm.models import attention
+from llm.models.transformer import vocab_logits
 
 
 def random_mask(rng, b, t, window):

@@ -1,4 +1,4 @@
-"""llm.config (YAML + overrides, validation) and llm.data (JSONL formats, Appendix H filter, batch order)."""
+"""llm.training.config (YAML + overrides, validation) and llm.training.data (JSONL formats, Appendix H filter, batch order)."""
 
 import glob
 import json
@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from llm import config as C
-from llm import data
-from llm import tokenizer as tok
+from llm.training import config as C
+from llm.training import data
+from llm.inference import tokenizer as tok
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -67,7 +67,7 @@ def test_shipped_configs_validate_for_every_command(path):
 
 
 def test_builtin_size_files(tmp_path):
-  from llm import builtin
+  from llm.builtin import run as builtin
   sizes = builtin.load_sizes(os.path.join(ROOT, "configs", "builtin_gpu.yaml"))
   assert sizes.hidden == 256 and sizes.temperatures == (0.5, 0.7, 1.0, 1.3)
   bad = tmp_path / "bad.yaml"

@@ -1,5 +1,5 @@
-"""llm.oracle (callable, reward-model checkpoint incl. transformers' *ForSequenceClassification, labelled
-dataset; BT and argmax labels) and llm.evaluate (KL estimate against an exact enumeration, win rates),
+"""llm.preference.oracle (callable, reward-model checkpoint incl. transformers' *ForSequenceClassification, labelled
+dataset; BT and argmax labels) and llm.preference.evaluate (KL estimate against an exact enumeration, win rates),
 and the sample / label commands."""
 
 import json
@@ -12,9 +12,13 @@ import pytest
 from flax import nnx
 
 import tiny
-from llm import cli, evaluate, hf_io, oracle, sampling
-from llm import config as C
-from llm import tokenizer as tok
+from llm import cli
+from llm.preference import evaluate
+from llm.models import hf_io
+from llm.preference import oracle
+from llm.inference import sampling
+from llm.training import config as C
+from llm.inference import tokenizer as tok
 
 
 def test_bradley_terry_and_argmax_labels():

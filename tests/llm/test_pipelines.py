@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from llm import builtin, cli, data, oracle, pipelines, review_task, trainers
-from llm.config import with_overrides
+from llm.builtin import run as builtin
+from llm import cli
+from llm.training import data
+from llm.preference import oracle
+from llm.preference import pipelines
+from llm.builtin import task as review_task
+from llm.training import trainers
+from llm.training.config import with_overrides
 
 
 @pytest.fixture(scope="module")

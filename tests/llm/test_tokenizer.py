@@ -5,7 +5,7 @@ dialogues format and split at the last assistant turn."""
 import numpy as np
 import pytest
 
-from llm import tokenizer as tok
+from llm.inference import tokenizer as tok
 
 CORPUS = ["the movie was great, but the ending was slow.", "not bad at all!", "a truly awful, boring film.",
           "I loved the acting; the plot was fine."] * 20

@@ -19,10 +19,14 @@ from safetensors.numpy import load_file
 
 import tiny
 from gshf_jax import losses
-from llm import cli, data, hf_io, oracle, trainers
-from llm import config as C
-from llm import tokenizer as tok
-from llm.train import train
+from llm import cli
+from llm.training import data
+from llm.models import hf_io
+from llm.preference import oracle
+from llm.training import trainers
+from llm.training import config as C
+from llm.inference import tokenizer as tok
+from llm.training.loop import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -172,7 +176,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(assets, tmp
   with pytest.raises(FloatingPointError, match=r"non-finite loss or gradient at step 6 .*last good checkpoint is "
                                                r"step 4"):
     train(model, loss_fn, arrays, config, str(tmp_path))
-  from llm import checkpoint
+  from llm.training import checkpoint
   mngr = checkpoint.manager(str(tmp_path / "checkpoints"))
   assert mngr.latest_step() == 4
   assert [m["step"] for m in metrics(str(tmp_path))] == []  # log_every = 10: nothing logged before the stop
@@ -251,7 +255,7 @@ def test_dpo_on_two_processes_equals_one_process(assets, sft, tmp_path):
 def test_the_paper_template_runs_end_to_end_on_tiny_models(assets, sft, ensemble, tmp_path, capsys):
   template = os.path.join(ROOT, "configs", "paper_open_llama_3b.yaml")
   extra = {"model.path": os.path.join(sft[0], "model"), "dpo.reference": os.path.join(sft[0], "model"),
-           "train.max_steps": 2, "train.mesh": "{fsdp: -1}", "model.dtype": "float32", "model.compute_dtype": "bfloat16",
+           "train.max_steps": 2, "train.mesh": "{fsdp: -1}", "model.param_dtype": "float32", "model.compute_dtype": "bfloat16",
            "dpo.uncertainty_coef": 0.1, "dpo.reward_ensemble": ensemble[0]}
   assert cli.main(["dpo", "--config", template, *tiny.overrides(assets, tmp_path / "dpo", **extra)]) == 0
   assert json.loads(capsys.readouterr().out)["metrics"]["step"] == 2

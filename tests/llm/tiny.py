@@ -34,8 +34,10 @@ def build(folder, *, hidden=32, layers=2, seed=0):
   """Writes folder/{policy (HF Llama + tokenizer), train.jsonl, eval.jsonl, prompts.jsonl}; returns paths."""
   import transformers
 
-  from llm import hf_io, model_config, tokenizer
-  from llm.model import init_model
+  from llm.models import hf_io
+  from llm.models import config as model_config
+  from llm.inference import tokenizer
+  from llm.models.transformer import init_model
 
   os.makedirs(folder, exist_ok=True)
   train, held_out = pairs(64, seed), pairs(16, seed + 1)

@@ -10,7 +10,7 @@ import sys
 
 def main():
   out, mesh_shape = sys.argv[1], json.loads(sys.argv[2])
-  from llm import distributed
+  from llm.parallel import distributed
   if len(sys.argv) > 3:
     distributed.initialize(sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
   import jax
@@ -21,8 +21,10 @@ def main():
   from flax import nnx
   from jax.experimental import multihost_utils
 
-  from llm import model_config, sharding, train_step
-  from llm.model import init_model
+  from llm.models import config as model_config
+  from llm.parallel import sharding
+  from llm.training import step as train_step
+  from llm.models.transformer import init_model
 
   config = model_config.from_hf(transformers.LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64,
                                                          num_hidden_layers=2, num_attention_heads=4,
@@ -55,7 +57,7 @@ def main():
   info = {"losses": losses, "devices": len(jax.devices()), "processes": jax.process_count(),
           "q_shard_shape": list(q.addressable_shards[0].data.shape), "q_shape": list(q.shape)}
   if len(jax.devices()) == 8:  # checkpoint on this mesh, restore onto a (1, 1, 8) mesh
-    from llm import checkpoint
+    from llm.training import checkpoint
     mngr = checkpoint.manager(out + "_ckpt")
     checkpoint.save(mngr, checkpoint.TrainState(params, opt_state, 3, jax.random.key(7), 24))
     other = sharding.make_mesh({"tensor": 8})

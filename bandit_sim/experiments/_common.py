@@ -1,0 +1,138 @@
+"""What every experiment shares: instance presets, behaviour (coverage) policies, mapping a function over
+seeds, slope fits, paired differences and the significance rule, claim rows, and plot setup.
+
+Experiments import this module and the library (`bandit_sim.env`, `offline`, `online`, `rso`, `nlhf`,
+`mixture`, `gshf_jax`); never each other.
+"""
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gshf_jax as g
+from bandit_sim import env as bandit
+from gshf_jax.workarounds import SEED_CHUNK
+
+# The instance of the offline, online, hybrid, regret and coverage experiments.
+ENV = dict(num_contexts=10, num_actions=8, dim=4, bound=2.0, eta=0.5)
+LAM, DELTA = 1.0, 0.05
+COVERAGES = ("pi0", "covers_pi_star", "misses_pi_star")
+
+
+class Claim(NamedTuple):
+  """One row of a summary: the paper's claim, what was measured, and the verdict."""
+  claim: str
+  measured: str
+  verdict: str
+
+
+def behaviour_policy(env, coverage, favourite_logp=None):
+  """The policy both responses of D_off are drawn from (coverage is an index into COVERAGES, traced):
+  0 "pi0": the reference policy, broad coverage; 1: the comparator itself (`favourite_logp`, default pi*
+  of the linear bandit), so the data cover it and little else; 2: pi0 restricted to the actions outside
+  the comparator's two favourites, which D_off then never shows (Appendix E.1)."""
+  star = bandit.optimal_logp(env) if favourite_logp is None else favourite_logp
+  rank = jnp.argsort(jnp.argsort(-star, axis=-1), axis=-1)  # 0 = the comparator's favourite
+  misses = jax.nn.log_softmax(jnp.where(rank < 2, -jnp.inf, env.ref_logp), axis=-1)
+  return jnp.stack([env.ref_logp, star, misses])[coverage]
+
+
+def pad_features(env, dim):
+  """The same instance embedded in R^dim: zero feature and theta* coordinates leave every reward, the
+  MLE (its minimal-norm solution) and Gamma unchanged, so instances of several d share one compilation."""
+  pad = dim - env.features.shape[-1]
+  return env._replace(features=jnp.pad(env.features, ((0, 0), (0, 0), (0, pad))),
+                      theta_star=jnp.pad(env.theta_star, (0, pad)))
+
+
+def stack_trees(trees):
+  """Stacks a list of pytrees of the same structure along a new leading axis."""
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def per_seed(fn: Callable) -> Callable:
+  """jit(vmap(fn)) over the first argument (the seeds' keys); the other arguments are shared."""
+  return jax.jit(jax.vmap(fn, in_axes=(0, *([None] * (fn.__code__.co_argcount - 1)))))
+
+
+def map_seeds(batched: Callable, keys, *args, chunk: int = SEED_CHUNK) -> Any:
+  """batched(keys, *args) (a per_seed function) in chunks of `chunk` seeds with one compilation (the last
+  chunk is padded), as NumPy arrays. Chunked because of the XLA CPU stall in gshf_jax.workarounds."""
+  n = keys.shape[0]
+  chunk = min(chunk, n)
+  padded = jnp.concatenate([keys, jnp.repeat(keys[-1:], -n % chunk, axis=0)])
+  parts = [jax.tree.map(np.asarray, batched(padded[i:i + chunk], *args)) for i in range(0, n, chunk)]
+  return jax.tree.map(lambda *leaves: np.concatenate(leaves)[:n], *parts)
+
+
+def over_seeds(fn: Callable, key, seeds: int, *args, chunk: int | None = None) -> Any:
+  """fn(key, *args) for `seeds` keys split from `key` through map_seeds, NumPy out; one vmap over all
+  seeds unless `chunk` is given."""
+  return map_seeds(per_seed(lambda k: fn(k, *args)), jax.random.split(key, seeds), chunk=chunk or seeds)
+
+
+def mean_and_stderr(values) -> tuple[float, float]:
+  """Mean and standard error of the mean (ddof = 1)."""
+  return float(np.mean(values)), float(np.std(values, ddof=1) / math.sqrt(len(values)))
+
+
+def paired(a, b) -> tuple[float, float]:
+  """Mean and standard error of a - b over seeds (a paired difference)."""
+  return mean_and_stderr(np.asarray(a) - np.asarray(b))
+
+
+def significantly_negative(mean_se) -> bool:
+  """The significance rule of every summary: the mean is more than 2 standard errors below 0."""
+  return mean_se[0] + 2 * mean_se[1] < 0
+
+
+def significantly_positive(mean_se) -> bool:
+  """The mean is more than 2 standard errors above 0."""
+  return mean_se[0] - 2 * mean_se[1] > 0
+
+
+def sign_verdict(mean_se, negative: str, positive: str, neither: str = "no significant difference") -> str:
+  """`negative` / `positive` when the difference is significantly below / above 0, else `neither`."""
+  if significantly_negative(mean_se):
+    return negative
+  return positive if significantly_positive(mean_se) else neither
+
+
+def fmt(mean_se, digits: int = 4) -> str:
+  """'mean±se' with `digits` decimals."""
+  return f"{mean_se[0]:.{digits}f}±{mean_se[1]:.{digits}f}"
+
+
+def log_log_slope(sizes, errors, rng, resamples: int = 1000):
+  """Least-squares slope of log mean error on log n, with a 95% bootstrap interval over seeds.
+  errors: [len(sizes), seeds]."""
+  x = np.log(sizes)
+  slope = np.polyfit(x, np.log(errors.mean(1)), 1)[0]
+  boot = []
+  for _ in range(resamples):
+    idx = rng.integers(0, errors.shape[1], errors.shape[1])
+    boot.append(np.polyfit(x, np.log(errors[:, idx].mean(1)), 1)[0])
+  return float(slope), [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+
+
+def confidence_radius(dim, delta=DELTA, bound=ENV["bound"], lam=LAM, **kwargs) -> float:
+  """Lemma G.3's beta with C = 1 (gshf_jax.confidence_radius) as a float."""
+  return float(g.confidence_radius(dim, delta, bound, lam, **kwargs))
+
+
+def pyplot():
+  """matplotlib.pyplot on the non-interactive Agg backend (experiments only write PNG files)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+# The online, hybrid and regret experiments (Algorithm 2).
+ONLINE_BETA = 1.0  # the beta of Eq. (7) in every run; Lemma 4.3's beta (C = 1) is reported beside it
+FAST_ENHANCER = dict(enhancer_starts=2, enhancer_steps=60)  # for the long runs (within ~2.5% of SciPy)
+ENHANCER_NAMES = {"uncertainty": "Option II", "reference": "Option I (π0)", "random_pairs": "random pairs",
+                  "best_of_n": "best-of-4", "temperature": "temperature 2", "variant": "previous iterate"}

@@ -1,0 +1,104 @@
+"""ModelConfig: one frozen dataclass for every model family, read from and written to HF config.json
+(the family-specific fields through the family's `hf` module, llm.models.registry).
+
+Dtypes: `param_dtype` is the dtype parameters are stored (and checkpointed) in; `dtype` is the compute
+dtype activations and matmuls run in.
+"""
+
+import dataclasses
+
+import jax.numpy as jnp
+
+from llm.models import registry
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of a decoder-only transformer (shapes in the names of llm.models.llama / llm.models.gpt2).
+
+  num_labels = None: a causal LM (logits [B, T, V]); an int: a `*ForSequenceClassification` scalar
+  head (scores [B, num_labels] of the last non-padding token).
+  """
+  model_type: str  # an HF model_type of llm.models.registry.FAMILIES
+  vocab_size: int
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  intermediate_size: int
+  max_position_embeddings: int
+  norm_eps: float
+  rope_theta: float = 10_000.0
+  rope_scaling: tuple = ()  # Llama 3: (("factor", 8.0), ("low_freq_factor", 1.0), ...), hashable
+  qkv_bias: bool = False
+  out_bias: bool = False
+  mlp_bias: bool = False
+  tie_word_embeddings: bool = False
+  sliding_window: int | None = None
+  num_labels: int | None = None
+  pad_token_id: int | None = None
+  bos_token_id: int | None = None
+  eos_token_id: int | tuple | None = None
+  dtype: str = "float32"  # compute dtype (activations, matmuls)
+  param_dtype: str = "float32"  # storage dtype of the parameters
+  remat: bool = False  # rematerialize each layer in the backward pass
+
+  def __post_init__(self):
+    registry.family(self.model_type)  # ValueError naming the supported model types
+    for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+    for name in ("dtype", "param_dtype"):
+      if getattr(self, name) not in DTYPES:
+        raise ValueError(f"{name} must be one of {sorted(DTYPES)}, got {getattr(self, name)!r}")
+
+  @property
+  def family(self):
+    """The family package (llm.models.llama, llm.models.gpt2, ...) that implements this model."""
+    return registry.family(self.model_type)
+
+  @property
+  def compute_dtype(self):
+    return DTYPES[self.dtype]
+
+  @property
+  def weight_dtype(self):
+    return DTYPES[self.param_dtype]
+
+
+def from_hf(hf_config, **overrides):
+  """ModelConfig from a transformers PretrainedConfig (or its to_dict()); overrides e.g. dtype="bfloat16".
+
+  Raises ValueError naming the model_type when the architecture is not supported.
+  """
+  c = hf_config if isinstance(hf_config, dict) else hf_config.to_dict()
+  model_type = c.get("model_type")
+  if model_type not in registry.FAMILIES:
+    raise ValueError(f"unsupported model_type {model_type!r} (architectures {c.get('architectures')}); "
+                     f"supported: {sorted(registry.FAMILIES)}")
+  architectures = c.get("architectures") or []
+  num_labels = len(c["id2label"]) if any("SequenceClassification" in a for a in architectures) else None
+  eos = c.get("eos_token_id")
+  config = ModelConfig(model_type=model_type, vocab_size=c["vocab_size"], num_labels=num_labels,
+                       pad_token_id=c.get("pad_token_id"), bos_token_id=c.get("bos_token_id"),
+                       eos_token_id=tuple(eos) if isinstance(eos, list) else eos,
+                       **registry.family(model_type).config_from_hf(c, model_type))
+  return dataclasses.replace(config, **overrides)
+
+
+def to_hf(config):
+  """A transformers PretrainedConfig for `config` (the architecture written to config.json)."""
+  heads = config.num_labels is not None
+  causal_lm, sequence_classification = config.family.architectures(config.model_type)
+  common = dict(vocab_size=config.vocab_size, tie_word_embeddings=config.tie_word_embeddings,
+                pad_token_id=config.pad_token_id, bos_token_id=config.bos_token_id,
+                eos_token_id=list(config.eos_token_id) if isinstance(config.eos_token_id, tuple)
+                else config.eos_token_id, architectures=[sequence_classification if heads else causal_lm])
+  if heads:
+    common["num_labels"] = config.num_labels
+  return config.family.config_to_hf(config, common)

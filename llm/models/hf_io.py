@@ -1,0 +1,170 @@
+"""HF checkpoint I/O: a local folder with config.json and safetensors (one file, or shards with
+model.safetensors.index.json) <-> llm.models.transformer.Transformer. Never pickle.
+
+The mapping from HF tensor names to our parameter paths is the family's table (`<family>/hf.py`,
+param_table) plus the head; linear weights are stored [out, in] by transformers (torch.nn.Linear) and
+[in, out] here, GPT-2's Conv1D weights are [in, out] in both.
+"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from gshf_jax import atomic
+from llm.models import config as model_config
+from llm.models.layers import INIT_STD
+from llm.models.transformer import Transformer
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+# Buffers some checkpoints carry that are not parameters (old GPT-2 attention masks, rotary caches).
+IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
+
+
+def param_table(config):
+  """{HF tensor name: (our parameter path, transpose)} for every parameter: the family's table for the
+  body, then the head (score, or an untied LM head)."""
+  table = dict(config.family.param_table(config))
+  if config.num_labels is not None:
+    table["score.weight"] = (("score", "kernel"), True)
+  elif not config.tie_word_embeddings:
+    table["lm_head.weight"] = (("lm_head", "kernel"), True)
+  return table
+
+
+def tensor_files(path):
+  """{tensor name: safetensors file} of a checkpoint folder (single file or sharded index)."""
+  index = os.path.join(path, INDEX_FILE)
+  if os.path.exists(index):
+    with open(index) as f:
+      weight_map = json.load(f)["weight_map"]
+    return {name: os.path.join(path, file) for name, file in weight_map.items()}
+  single = os.path.join(path, SINGLE_FILE)
+  if not os.path.exists(single):
+    found = sorted(os.listdir(path)) if os.path.isdir(path) else "not a folder"
+    raise ValueError(f"{path}: no {SINGLE_FILE} or {INDEX_FILE} (found {found}); only safetensors "
+                     "checkpoints are read, never pickle (.bin)")
+  from safetensors import safe_open
+  with safe_open(single, framework="numpy") as f:
+    return {name: single for name in f.keys()}
+
+
+def load_hf_checkpoint(path, dtype="float32", mesh=None, rules=None, *, new_head_seed=None, **config_overrides):
+  """(model, config) from a local HF folder.
+
+  Args:
+    path: folder with config.json and safetensors weights.
+    dtype: both the parameter (storage) and the compute dtype ("float32" or "bfloat16"); set them apart
+      through config_overrides (e.g. param_dtype="float32", dtype="bfloat16", remat=True).
+    mesh: optional jax.sharding.Mesh: each tensor is read slice by slice straight onto its shards
+      (llm.parallel.sharding's logical rules), never as a full copy per device.
+    rules: logical-axis rules for the mesh (default llm.parallel.sharding.DEFAULT_RULES).
+    new_head_seed: with num_labels=k in config_overrides, a causal-LM checkpoint loads into a
+      sequence-classification model whose score head is new (normal(0.02) from this seed) and whose LM
+      head is dropped: how a reward model starts from a policy.
+
+  Raises:
+    ValueError: unsupported architecture, missing or unexpected tensors, shape mismatches.
+  """
+  import transformers
+  from safetensors import safe_open
+
+  config_file = os.path.join(path, "config.json")
+  if not os.path.exists(config_file):
+    raise ValueError(f"{path}: no config.json")
+  hf_config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+  config = model_config.from_hf(hf_config, **{"dtype": dtype, "param_dtype": dtype, **config_overrides})
+  abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(abstract)
+  flat = dict(nnx.to_flat_state(state))
+  table = param_table(config)
+  files = tensor_files(path)
+  names = set(files)
+  new_head = new_head_seed is not None and "score.weight" not in names
+  if new_head:
+    table.pop("score.weight")
+    names.discard("lm_head.weight")
+  missing = sorted(set(table) - names)
+  unexpected = sorted(n for n in names - set(table) if not n.endswith(IGNORED_SUFFIXES)
+                      and not (config.tie_word_embeddings and n == "lm_head.weight"))
+  if missing or unexpected:
+    raise ValueError(f"{path}: checkpoint does not match {config.model_type} "
+                     f"({hf_config.architectures}): missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
+                     f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}")
+  if mesh is not None:
+    from llm.parallel import sharding
+    shardings = sharding.param_shardings(abstract, mesh, rules or sharding.DEFAULT_RULES)
+    flat_shardings = dict(nnx.to_flat_state(shardings))
+  handles = {file: safe_open(file, framework="numpy") for file in set(files.values())}
+  try:
+    for name, (our_path, transpose) in table.items():
+      variable = flat[our_path]
+      target = variable.get_value()
+      tensor = handles[files[name]].get_slice(name)
+      shape = tuple(tensor.get_shape())
+      expected = target.shape[::-1] if transpose else target.shape
+      if shape != tuple(expected):
+        raise ValueError(f"{path}: tensor {name} has shape {list(shape)}, expected {list(expected)} for "
+                         f"{'.'.join(map(str, our_path))}")
+
+      def read(index, tensor=tensor, transpose=transpose, dtype=target.dtype):
+        index = tuple(index) + (slice(None),) * (len(shape) - len(index))
+        block = tensor[index[::-1]].T if transpose else tensor[index]
+        return np.asarray(block).astype(dtype)
+
+      if mesh is None:
+        variable.set_value(jnp.asarray(read(())))
+      else:
+        sharding_of = flat_shardings[our_path].get_value()
+        variable.set_value(jax.make_array_from_callback(target.shape, sharding_of, read))
+  finally:
+    handles.clear()
+  if new_head:
+    head = flat[("score", "kernel")]
+    value = INIT_STD * jax.random.normal(jax.random.key(new_head_seed), head.get_value().shape, head.get_value().dtype)
+    if mesh is not None:
+      value = jax.device_put(value, flat_shardings[("score", "kernel")].get_value())
+    head.set_value(value)
+  model = nnx.merge(graphdef, nnx.from_flat_state(flat))
+  return model, config
+
+
+def save_hf_checkpoint(model, path, *, max_shard_bytes=None):
+  """Write `model` as an HF folder (config.json + safetensors, sharded above max_shard_bytes) that
+  transformers' AutoModelForCausalLM / AutoModelForSequenceClassification loads. Atomic: written to a
+  temporary folder next to `path`, then renamed over it."""
+  from safetensors.numpy import save_file
+
+  config = model.config
+  flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+  tensors = {}
+  for name, (our_path, transpose) in param_table(config).items():
+    value = np.asarray(jax.device_get(flat[our_path].get_value()))
+    tensors[name] = np.ascontiguousarray(value.T if transpose else value)
+  def fill(folder):
+    model_config.to_hf(config).save_pretrained(folder)
+    shards = [[]]
+    size = 0
+    for name, value in tensors.items():
+      if max_shard_bytes and shards[-1] and size + value.nbytes > max_shard_bytes:
+        shards.append([])
+        size = 0
+      shards[-1].append(name)
+      size += value.nbytes
+    if len(shards) == 1:
+      save_file(tensors, os.path.join(folder, SINGLE_FILE), metadata={"format": "pt"})
+      return
+    weight_map = {}
+    for i, names in enumerate(shards):
+      file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+      save_file({n: tensors[n] for n in names}, os.path.join(folder, file), metadata={"format": "pt"})
+      weight_map.update({n: file for n in names})
+    total = sum(v.nbytes for v in tensors.values())
+    with open(os.path.join(folder, INDEX_FILE), "w") as f:
+      json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+
+  atomic.write_folder(path, fill)

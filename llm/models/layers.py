@@ -1,0 +1,30 @@
+"""Small layers shared by the families, with logical axis names on every parameter (mapped to mesh axes by
+llm.parallel.sharding's rules): Linear (kernel [in, out]) and LayerNorm."""
+
+from flax import nnx
+
+INIT_STD = 0.02  # transformers' initializer_range default
+
+
+def annotated(init, names):
+  """`init` whose parameter carries the logical axis names `names` (placed later by llm.parallel.sharding, not
+  at creation)."""
+  return nnx.with_partitioning(init, names, eager_sharding=False)
+
+
+def linear(n_in, n_out, names, *, bias, config, rngs):
+  """nnx.Linear with kernel [n_in, n_out] annotated `names` and bias annotated names[-1].
+
+  The blocks call their linears on tokens flattened to [B * T, n_in]: on [B, T, n_in] the kernel's
+  gradient contracts two dimensions, and XLA's CPU backend then copies the [B, T, n_out] cotangent into a
+  transposed layout first (the MLP's backward pass took 1.3-1.7x as long)."""
+  return nnx.Linear(n_in, n_out, use_bias=bias, dtype=config.compute_dtype, param_dtype=config.weight_dtype,
+                    kernel_init=annotated(nnx.initializers.normal(INIT_STD), names),
+                    bias_init=annotated(nnx.initializers.zeros, names[-1:]), rngs=rngs)
+
+
+def layer_norm(config, *, rngs):
+  return nnx.LayerNorm(config.hidden_size, epsilon=config.norm_eps, dtype=config.compute_dtype,
+                       param_dtype=config.weight_dtype,
+                       scale_init=annotated(nnx.initializers.ones, ("norm",)),
+                       bias_init=annotated(nnx.initializers.zeros, ("norm",)), rngs=rngs)

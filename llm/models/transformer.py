@@ -1,0 +1,113 @@
+"""Decoder-only transformers in Flax NNX: `Transformer(config, rngs=...)` for every family of
+llm.models.registry (blocks, final norm and position embedding come from the family package).
+
+Calling convention: `model(input_ids [B, T] int32, attention_mask [B, T] | None) -> logits [B, T, V]`
+(a causal LM) or `scores [B, num_labels]` (config.num_labels set: the `*ForSequenceClassification`
+layout, the score of each row's last non-padding token). With `cache=` (llm.models.attention.KVCache) it
+returns (logits, new cache): the decoding step of llm.inference.sampling.
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from llm.models import attention
+from llm.models.layers import INIT_STD, annotated
+
+
+class Transformer(nnx.Module):
+  """Embeddings, config.num_layers blocks, a final norm and an LM head (or the tied embedding, or a score
+  head)."""
+
+  def __init__(self, config, *, rngs):
+    family = config.family
+    self.config = config
+    embed_init = annotated(nnx.initializers.normal(INIT_STD), ("vocab", "embed"))
+    self.embed = nnx.Embed(config.vocab_size, config.hidden_size, dtype=config.compute_dtype,
+                           param_dtype=config.weight_dtype, embedding_init=embed_init, rngs=rngs)
+    self.position_embed = family.position_embedding(config, rngs=rngs)  # None where the blocks use RoPE
+    self.blocks = nnx.List([family.Block(config, rngs=rngs) for _ in range(config.num_layers)])
+    self.final_norm = family.final_norm(config, rngs=rngs)
+    head_init = annotated(nnx.initializers.normal(INIT_STD), ("embed", "vocab"))
+    if config.num_labels is not None:
+      self.score = nnx.Linear(config.hidden_size, config.num_labels, use_bias=False, dtype=config.compute_dtype,
+                              param_dtype=config.weight_dtype,
+                              kernel_init=annotated(nnx.initializers.normal(INIT_STD), ("embed", None)),
+                              rngs=rngs)
+    elif not config.tie_word_embeddings:
+      self.lm_head = nnx.Linear(config.hidden_size, config.vocab_size, use_bias=False, dtype=config.compute_dtype,
+                                param_dtype=config.weight_dtype, kernel_init=head_init, rngs=rngs)
+
+  def hidden_states(self, input_ids, attention_mask=None, *, cache=None):
+    """The final-norm hidden states [B, T, E] (and the new cache when `cache` is given)."""
+    if attention_mask is None:
+      attention_mask = jnp.ones(input_ids.shape, bool)
+    attention_mask = attention_mask.astype(bool)
+    positions = attention.positions_from_mask(attention_mask)
+    if cache is not None:  # continue each row's count from the real tokens already cached
+      cached = cache.valid.sum(-1, keepdims=True, dtype=jnp.int32)
+      positions = jnp.where(attention_mask, positions + cached, 0)
+    ctx = attention.layer_context(self.config, attention_mask, positions, cache)
+    x = self.embed(input_ids)
+    if self.position_embed is not None:
+      x = x + self.position_embed(positions)
+    new_keys, new_values = [], []
+    call = type(self.blocks[0]).__call__
+    call = nnx.remat(call) if self.config.remat and cache is None else call  # decoding needs no remat
+    for i, block in enumerate(self.blocks):
+      layer_cache = None if cache is None else (cache.key[i], cache.value[i])
+      x, (k, v) = call(block, x, ctx, layer_cache)
+      new_keys.append(k)
+      new_values.append(v)
+    x = self.final_norm(x)
+    if cache is None:
+      return x
+    return x, attention.update_cache(cache, new_keys, new_values, attention_mask, positions)
+
+  def logits(self, hidden):
+    """LM logits [..., V] from hidden states [..., E] (tied: hidden @ embedding^T)."""
+    weight = self.embed.embedding[...].T if self.config.tie_word_embeddings else self.lm_head.kernel[...]
+    dtype = self.config.compute_dtype
+    logits = vocab_logits(hidden.reshape(-1, hidden.shape[-1]).astype(dtype), weight.astype(dtype))
+    return logits.reshape(*hidden.shape[:-1], logits.shape[-1])
+
+  def __call__(self, input_ids, attention_mask=None, *, cache=None):
+    out = self.hidden_states(input_ids, attention_mask, cache=cache)
+    hidden, new_cache = (out, None) if cache is None else out
+    if self.config.num_labels is not None:
+      mask = jnp.ones(input_ids.shape, bool) if attention_mask is None else attention_mask
+      last = attention.last_token_index(mask)
+      result = self.score(hidden[jnp.arange(hidden.shape[0]), last])
+    else:
+      result = self.logits(hidden)
+    return result if cache is None else (result, new_cache)
+
+
+@jax.custom_vjp
+def vocab_logits(hidden, weight):
+  """hidden [N, E] @ weight [E, V] -> logits [N, V]; its weight gradient hidden^T g is computed from an
+  explicitly transposed hidden [E, N]: XLA's CPU backend runs the matmul with both operands contracted
+  over their first dimension (what it emits otherwise) at about half the speed, and with a large
+  vocabulary this is the step's largest matmul."""
+  return hidden @ weight
+
+
+def _vocab_logits_fwd(hidden, weight):
+  return hidden @ weight, (hidden, weight)
+
+
+def _vocab_logits_bwd(residuals, g):
+  hidden, weight = residuals
+  return g @ weight.T, jax.lax.optimization_barrier(hidden.T) @ g
+
+
+vocab_logits.defvjp(_vocab_logits_fwd, _vocab_logits_bwd)
+
+
+def init_model(config, seed=0):
+  """A randomly initialized Transformer (normal(0.02) weights, as transformers initializes)."""
+  return Transformer(config, rngs=nnx.Rngs(seed))
+
+
+def param_count(model):
+  return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

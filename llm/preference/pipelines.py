@@ -1,0 +1,221 @@
+"""The paper's practical algorithms (Section 5, Appendix H) as pipelines of trainer stages.
+
+Common inputs (an llm.training.config.Config): pi0 = model.path, D_off = data.train (preference pairs), the gold
+preference oracle = oracle.*, and pipeline.* (Table 8's values by default). Each stage writes into its own
+folder under output_dir and is skipped when finished (samples and labelled pairs are JSONL files written
+atomically; trainers resume from their checkpoints), so rerunning a pipeline after an interruption
+redoes nothing that was finished.
+
+  run_rso:           proxy reward model on D_off; K candidates per prompt from pi0; RSO pairs
+                     (gshf_jax.rso_pairs, coefficient pipeline.rso_coefficient); DPO / hinge on them.
+  run_multistep_rso: the same along the KL path pipeline.multistep_etas (0.5 -> 0.3 -> 0.1), a share of
+                     the prompts per step, each step sampling from and training from the previous policy.
+  run_hybrid:        hybrid GSHF-DPO (Algorithm 2, Option I, as in Appendix H): T iterations; iteration 1
+                     is DPO on a subset of D_off; later ones label pairs (current policy, enhancer) with
+                     the oracle and train DPO from pi0 on all data so far. The oracle budget is |D_off|.
+  run_online:        online GSHF-DPO: the same with no D_off (iteration 1 labels pairs of pi0 samples).
+  run_best_of_n:     best-of-n sampling from pi0 by the proxy reward (an inference-time baseline).
+"""
+
+import os
+
+import jax
+import numpy as np
+
+from gshf_jax import rejection
+from llm.preference import oracle, stages
+from llm.training import data, trainers
+from llm.training.config import require_file, with_overrides
+
+
+def stage_dir(config, *parts):
+  return os.path.join(config.output_dir, *parts)
+
+
+def offline_pairs(config):
+  """D_off as (prompt, chosen, rejected) triples, filtered as the trainers filter them."""
+  path = require_file("data.train", config.data.train)
+  examples, _ = data.load_examples(path, "preferences", skip_malformed=config.data.skip_malformed)
+  return examples
+
+
+def training_prompts(config):
+  """pipeline.prompts, or the distinct prompts of D_off in order."""
+  if config.pipeline.prompts:
+    prompts, _ = data.load_examples(require_file("pipeline.prompts", config.pipeline.prompts), "prompts")
+    return prompts
+  return list(dict.fromkeys(p for p, _, _ in offline_pairs(config)))
+
+
+def sample_responses(config, policy, prompts, path, *, num_samples, temperature=None, seed=0):
+  """num_samples responses per prompt from the policy folder, cached in `path` ({prompt, responses})."""
+  if os.path.exists(path):
+    return data.read_rows(path)
+  p = config.pipeline
+  return stages.sample_to_file(config.model, policy, prompts, path, jax.random.key(seed), num_samples=num_samples,
+                               max_new_tokens=p.max_new_tokens,
+                               temperature=p.temperature if temperature is None else temperature,
+                               batch_size=p.batch_size, max_prompt_length=config.data.max_prompt_length)
+
+
+def proxy_reward_model(config):
+  """The proxy reward model folder: pipeline.proxy_reward, or a BT reward model trained on D_off from pi0
+  (Table 9's settings) in output_dir/proxy_reward."""
+  if config.pipeline.proxy_reward:
+    return require_file("pipeline.proxy_reward", config.pipeline.proxy_reward, folder=True)
+  out = stage_dir(config, "proxy_reward")
+  trainers.run_reward(with_overrides(config, {"output_dir": out, "reward.ensemble_size": 1,
+                                              "train.learning_rate": config.pipeline.reward_learning_rate}))
+  return os.path.join(out, "model")
+
+
+def scored_candidates(config, policy, prompts, path, *, n, seed):
+  """n samples per prompt from `policy` (cached in `path`) and their proxy rewards [P, n]."""
+  rows = sample_responses(config, policy, prompts, path, num_samples=n, seed=seed)
+  judge = oracle.reward_model_oracle(proxy_reward_model(config), batch_size=config.pipeline.batch_size)
+  rewards = judge.rewards([r["prompt"] for r in rows for _ in r["responses"]],
+                          [y for r in rows for y in r["responses"]])
+  return rows, rewards.reshape(len(rows), n)
+
+
+def rso_dataset(config, policy, prompts, coefficient, path, *, seed):
+  """Appendix H's rejection-sampling pairs: pipeline.candidates samples per prompt from `policy`, scored
+  by the proxy reward model, pipeline.accepted / 2 pairs per prompt by gshf_jax.rso_pairs (Algorithm 1
+  of Liu et al. 2023 with coefficient beta = `coefficient`; the higher proxy reward is chosen)."""
+  if os.path.exists(path):
+    return path
+  p = config.pipeline
+  rows, rewards = scored_candidates(config, policy, prompts, path + ".candidates.jsonl", n=p.candidates, seed=seed)
+  keys = jax.random.split(jax.random.key(seed), len(rows))
+  pick = jax.jit(jax.vmap(lambda k, r: rejection.rso_pairs(k, r, coefficient, p.accepted // 2)))
+  chosen, rejected = map(np.asarray, pick(keys, rewards))
+  pairs = [{"prompt": r["prompt"], "chosen": r["responses"][c], "rejected": r["responses"][j]}
+           for r, cs, js in zip(rows, chosen, rejected) for c, j in zip(cs, js)]
+  data.write_jsonl(path, pairs)
+  return path
+
+
+def label_with_oracle(config, prompts, a, b, path, *, seed):
+  """Pairs labelled by the gold oracle (oracle.labels: BT samples or argmax), cached in `path`."""
+  if not os.path.exists(path):
+    stages.label_to_file(config.oracle, prompts, a, b, path, seed=seed)
+  return path
+
+
+def dpo_stage(config, out, train_file, **overrides):
+  """run_dpo into `out` on `train_file` (pairs), pi0 as policy and reference unless overridden."""
+  settings = {"output_dir": out, "data.train": train_file, "dpo.reference": config.dpo.reference or config.model.path,
+              **overrides}
+  trainers.run_dpo(with_overrides(config, settings))
+  return os.path.join(out, "model")
+
+
+def run_rso(config):
+  """RSO: DPO (or dpo.loss=hinge) from pi0 on rejection-sampled pairs of pi0's candidates. Returns
+  {"policy": folder, "pairs": file}."""
+  prompts = training_prompts(config)
+  pairs = rso_dataset(config, config.model.path, prompts, config.pipeline.rso_coefficient,
+                      stage_dir(config, "rso", "pairs.jsonl"), seed=config.train.seed)
+  return {"policy": dpo_stage(config, stage_dir(config, "rso", "dpo"), pairs), "pairs": pairs}
+
+
+def run_multistep_rso(config):
+  """Multi-step RSO along eta_1 > ... > eta_N (pipeline.multistep_etas): step i takes the i-th share of
+  the prompts, rejection-samples pairs from the previous step's policy with coefficient
+  pipeline.multistep_coefficient, and trains DPO with KL coefficient eta_i from that policy (reference
+  pi0). Returns {"policy": the last step's folder, "steps": [folders]}."""
+  prompts = training_prompts(config)
+  etas = config.pipeline.multistep_etas
+  shares = np.array_split(np.arange(len(prompts)), len(etas))
+  policy, steps = config.model.path, []
+  for i, (eta, share) in enumerate(zip(etas, shares)):
+    out = stage_dir(config, "multistep_rso", f"step_{i + 1}")
+    pairs = rso_dataset(config, policy, [prompts[j] for j in share], config.pipeline.multistep_coefficient,
+                        os.path.join(out, "pairs.jsonl"), seed=config.train.seed + i)
+    policy = dpo_stage(config, os.path.join(out, "dpo"), pairs, **{"model.path": policy, "dpo.beta": eta})
+    steps.append(policy)
+  return {"policy": policy, "steps": steps}
+
+
+def enhancer_responses(config, policy, prompts, path, *, seed):
+  """One response per prompt from the enhancer: pi0 ("reference"), the best of pipeline.enhancer_n
+  samples of the current policy by the proxy reward ("best_of_n"), or the current policy at
+  pipeline.enhancer_temperature ("temperature")."""
+  p = config.pipeline
+  if p.enhancer == "reference":
+    rows = sample_responses(config, config.model.path, prompts, path, num_samples=1, seed=seed)
+  elif p.enhancer == "temperature":
+    rows = sample_responses(config, policy, prompts, path, num_samples=1, temperature=p.enhancer_temperature, seed=seed)
+  else:
+    rows = best_of_n_responses(config, policy, prompts, path, n=p.enhancer_n, seed=seed)
+  return [r["responses"][0] for r in rows]
+
+
+def best_of_n_responses(config, policy, prompts, path, *, n, seed):
+  """The best of n samples per prompt by the proxy reward model, cached in `path` ({prompt, responses: [best]})."""
+  if os.path.exists(path):
+    return data.read_rows(path)
+  rows, rewards = scored_candidates(config, policy, prompts, path + ".candidates.jsonl", n=n, seed=seed)
+  best = [{"prompt": r["prompt"], "responses": [r["responses"][int(i)]]} for r, i in zip(rows, rewards.argmax(1))]
+  data.write_jsonl(path, best)
+  return best
+
+
+def run_hybrid(config, *, online=False):
+  """Hybrid (or, with online=True, online) GSHF-DPO. Iteration 1: DPO from pi0 on the first m pairs of
+  D_off (online: m pairs of two pi0 samples labelled by the oracle); iteration t >= 2: on the next m
+  prompts, one response of the current policy and one of the enhancer, labelled by the oracle; DPO from
+  pi0 on all pairs so far. m = pipeline.queries_per_iteration or |D_off| / T, so the oracle budget equals
+  the offline methods'. Returns {"policy", "iterations": [folders], "queries"}."""
+  p = config.pipeline
+  name = "online" if online else "hybrid"
+  prompts = training_prompts(config)
+  budget = len(offline_pairs(config)) if config.data.train else len(prompts)
+  m = p.queries_per_iteration or budget // p.iterations
+  if m * p.iterations > len(prompts):
+    raise ValueError(f"{name}: {p.iterations} iterations of {m} queries need more prompts than the {len(prompts)} "
+                     "available (set pipeline.prompts or pipeline.queries_per_iteration)")
+  files, policy, iterations = [], config.model.path, []
+  for t in range(p.iterations):
+    out = stage_dir(config, name, f"iteration_{t + 1}")
+    path = os.path.join(out, "pairs.jsonl")
+    if t == 0 and not online:
+      if not os.path.exists(path):
+        data.write_jsonl(path, [{"prompt": x, "chosen": c, "rejected": r} for x, c, r in offline_pairs(config)[:m]])
+    else:
+      batch = prompts[t * m:(t + 1) * m]  # the t-th split of the prompts
+      if t == 0:  # online: two responses of pi0
+        rows = sample_responses(config, policy, batch, os.path.join(out, "samples.jsonl"), num_samples=2,
+                                seed=config.train.seed + 100 * t)
+        a, b = [r["responses"][0] for r in rows], [r["responses"][1] for r in rows]
+      else:
+        rows = sample_responses(config, policy, batch, os.path.join(out, "policy_samples.jsonl"), num_samples=1,
+                                seed=config.train.seed + 100 * t)
+        a = [r["responses"][0] for r in rows]
+        b = enhancer_responses(config, policy, batch, os.path.join(out, "enhancer_samples.jsonl"),
+                               seed=config.train.seed + 100 * t + 1)
+      label_with_oracle(config, batch, a, b, path, seed=config.train.seed + t)
+    files.append(path)
+    merged = os.path.join(out, "all_pairs.jsonl")
+    if not os.path.exists(merged):
+      data.write_jsonl(merged, [row for f in files for row in data.read_rows(f)])
+    policy = dpo_stage(config, os.path.join(out, "dpo"), merged)
+    iterations.append(policy)
+  return {"policy": policy, "iterations": iterations, "queries": m * p.iterations}
+
+
+def run_online(config):
+  return run_hybrid(config, online=True)
+
+
+def run_best_of_n(config):
+  """Best-of-n of pi0 (n = pipeline.best_of_n) by the proxy reward on the evaluation prompts, scored by the
+  gold oracle. Returns {"reward", "reward_se", "kl_bound" (log n - (n - 1) / n), "responses" file}."""
+  from llm.preference.evaluate import mean_se
+  prompts, _ = data.load_examples(require_file("evaluate.prompts", config.evaluate.prompts), "prompts")
+  n = config.pipeline.best_of_n
+  path = stage_dir(config, "best_of_n", "responses.jsonl")
+  rows = best_of_n_responses(config, config.model.path, prompts, path, n=n, seed=config.train.seed)
+  rewards = oracle.make_oracle(config.oracle).rewards(prompts, [r["responses"][0] for r in rows])
+  reward, se = mean_se(rewards)
+  return {"reward": reward, "reward_se": se, "kl_bound": rejection.best_of_n_kl_bound(n), "responses": path}

@@ -1,0 +1,50 @@
+"""The three stages that the CLI commands (`sample`, `label`, `evaluate`), the pipelines and the built-in
+run all go through, so each is written once: sampling responses of a policy folder to JSONL, labelling
+response pairs with the preference oracle to JSONL, and evaluating a policy folder.
+"""
+
+import numpy as np
+
+from llm.inference import sampling
+from llm.preference import evaluate, oracle
+from llm.training import data, trainers
+
+
+def sample_to_file(model_section, policy, prompts, path, key, *, num_samples, max_new_tokens, temperature,
+                   batch_size, max_prompt_length, top_k=0, top_p=1.0):
+  """num_samples responses per prompt from the policy folder `policy` (loaded with model_section's
+  settings), written to `path` as {"prompt", "responses"} lines (process 0); returns the rows."""
+  model, tokenizer = trainers.load_model(model_section, None, path=policy)
+  out = sampling.sample_texts(model, tokenizer, prompts, key, num_samples=num_samples, max_new_tokens=max_new_tokens,
+                              temperature=temperature, top_k=top_k, top_p=top_p, batch_size=batch_size,
+                              max_prompt_length=max_prompt_length)
+  rows = [{"prompt": x, "responses": out["responses"][i * num_samples:(i + 1) * num_samples]}
+          for i, x in enumerate(prompts)]
+  data.write_jsonl(path, rows)
+  return rows
+
+
+def label_to_file(oracle_section, prompts, a, b, path, *, seed):
+  """Pairs (a[i], b[i]) labelled by the oracle of oracle_section (oracle.labels: Bradley-Terry samples with
+  numpy seed `seed`, or argmax), written to `path` as {"prompt", "chosen", "rejected"} lines; returns them."""
+  judge = oracle.make_oracle(oracle_section)
+  a_wins = oracle.label_pairs(judge, prompts, a, b, mode=oracle_section.labels, rng=np.random.default_rng(seed))
+  rows = [{"prompt": x, "chosen": ya if w else yb, "rejected": yb if w else ya}
+          for x, ya, yb, w in zip(prompts, a, b, a_wins)]
+  data.write_jsonl(path, rows)
+  return rows
+
+
+def evaluate_folder(config, policy, prompts, key, *, reference=None, baseline=None, ood_prompts=None,
+                    temperatures=None):
+  """evaluate.evaluate_policy of the policy folder `policy`, judged by config.oracle with config.evaluate's
+  settings: KL against the `reference` folder and win rate against the `baseline` folder (each optional)."""
+  e = config.evaluate
+  model, tokenizer = trainers.load_model(config.model, None, path=policy)
+  reference_model = trainers.load_model(config.model, None, path=reference)[0] if reference else None
+  baseline_model = trainers.load_model(config.model, None, path=baseline)[0] if baseline else None
+  return evaluate.evaluate_policy(model, tokenizer, oracle.make_oracle(config.oracle), prompts, key,
+                                  reference=reference_model, baseline=baseline_model, ood_prompts=ood_prompts,
+                                  temperatures=tuple(temperatures or e.temperatures), max_new_tokens=e.max_new_tokens,
+                                  batch_size=e.batch_size, tie_tolerance=e.tie_tolerance,
+                                  max_prompt_length=config.data.max_prompt_length)

@@ -1,0 +1,198 @@
+"""Datasets from JSONL files, tokenized into fixed-shape numpy arrays, and the deterministic batch order
+the training loop resumes from.
+
+Formats (one JSON object per line; the format is read from each line's keys):
+  preferences: {"prompt", "chosen", "rejected"}, or HH-RLHF's {"chosen", "rejected"} full dialogues
+               (split after the last "\\n\\nAssistant:"; both must share the prompt);
+  prompts:     {"prompt"}, or an HH-RLHF dialogue under "chosen" / "text" (the part up to its last
+               "\\n\\nAssistant:");
+  SFT:         {"prompt", "response"}, or a preference line (its chosen response, Table 1's "SFT" row).
+Filtering as in Appendix H: pairs with identical chosen and rejected responses and prompts longer than
+max_prompt_length tokens are dropped, and the counts reported.
+"""
+
+import json
+
+import jax
+import numpy as np
+
+from gshf_jax import atomic
+from llm.inference import tokenizer as tok
+
+
+def read_jsonl(path, *, skip_malformed=False):
+  """[(line number, object)] of a JSONL file (blank lines ignored) and the number of lines skipped.
+
+  Raises:
+    ValueError: "FILE:LINE: ..." for a line that is not a JSON object (unless skip_malformed).
+  """
+  rows, skipped = [], 0
+  try:
+    f = open(path, encoding="utf-8")
+  except OSError as e:
+    raise ValueError(f"{path}: cannot open ({e.strerror})") from None
+  with f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        obj = json.loads(line)
+        if not isinstance(obj, dict):
+          raise ValueError("not a JSON object")
+      except ValueError as e:
+        if skip_malformed:
+          skipped += 1
+          continue
+        raise ValueError(f"{path}:{number}: malformed line ({e}); set data.skip_malformed=true to skip") from None
+      rows.append((number, obj))
+  if not rows:
+    raise ValueError(f"{path}: no examples")
+  return rows, skipped
+
+
+def write_jsonl(path, rows):
+  """Writes rows (dicts) as JSONL, atomically, from process 0 only (every process may call it)."""
+  from llm.parallel import distributed
+  if distributed.is_main_process():
+    atomic.write_jsonl(path, rows)
+
+
+def read_rows(path):
+  """The objects of a JSONL file this project wrote (see read_jsonl for checked reading)."""
+  return [obj for _, obj in read_jsonl(path)[0]]
+
+
+def _text(obj, key, where):
+  value = obj.get(key)
+  if not isinstance(value, str):
+    raise ValueError(f"{where}: {key!r} must be a string, got {type(value).__name__}")
+  return value
+
+
+def parse_preference(obj, where):
+  """(prompt, chosen, rejected) of one preference line."""
+  if "prompt" in obj:
+    return _text(obj, "prompt", where), _text(obj, "chosen", where), _text(obj, "rejected", where)
+  if "chosen" in obj and "rejected" in obj:
+    prompt, chosen = tok.split_dialogue(_text(obj, "chosen", where))
+    prompt_r, rejected = tok.split_dialogue(_text(obj, "rejected", where))
+    if prompt != prompt_r:
+      raise ValueError(f"{where}: HH-RLHF chosen and rejected dialogues have different prompts")
+    return prompt, chosen, rejected
+  raise ValueError(f"{where}: expected keys prompt/chosen/rejected or HH-RLHF chosen/rejected, got {sorted(obj)}")
+
+
+def parse_prompt(obj, where):
+  if "prompt" in obj:
+    return _text(obj, "prompt", where)
+  for key in ("chosen", "text"):
+    if key in obj:
+      return tok.split_dialogue(_text(obj, key, where))[0]
+  raise ValueError(f"{where}: expected a 'prompt' (or an HH-RLHF 'chosen' / 'text' dialogue), got {sorted(obj)}")
+
+
+def parse_sft(obj, where):
+  if "response" in obj:
+    return _text(obj, "prompt", where), _text(obj, "response", where)
+  return parse_preference(obj, where)[:2]
+
+
+PARSERS = {"preferences": parse_preference, "prompts": parse_prompt, "sft": parse_sft}
+
+
+def load_examples(path, kind, *, skip_malformed=False):
+  """Parsed examples of `kind` ("preferences": (prompt, chosen, rejected), "prompts": str, "sft":
+  (prompt, response)) and counts {"lines", "malformed"}. A line with missing or mistyped fields is
+  malformed too (an error naming FILE:LINE, or skipped and counted under skip_malformed)."""
+  rows, skipped = read_jsonl(path, skip_malformed=skip_malformed)
+  lines = len(rows) + skipped
+  examples = []
+  for number, obj in rows:
+    try:
+      examples.append(PARSERS[kind](obj, f"{path}:{number}"))
+    except ValueError as e:
+      if not skip_malformed:
+        raise ValueError(f"{e}" if str(e).startswith(f"{path}:") else f"{path}:{number}: {e}") from None
+      skipped += 1
+  if not examples:
+    raise ValueError(f"{path}: no valid {kind} examples ({skipped} malformed lines skipped)")
+  return examples, {"lines": lines, "malformed": skipped}
+
+
+def filter_preferences(examples, tokenizer, max_prompt_length):
+  """Appendix H's filter: drops pairs with identical chosen and rejected, and prompts over
+  max_prompt_length tokens. Returns (kept, {"identical": n, "long_prompt": n})."""
+  kept, counts = [], {"identical": 0, "long_prompt": 0}
+  for prompt, chosen, rejected in examples:
+    if chosen.strip() == rejected.strip():
+      counts["identical"] += 1
+    elif not prompt_fits(tokenizer, prompt, max_prompt_length):
+      counts["long_prompt"] += 1
+    else:
+      kept.append((prompt, chosen, rejected))
+  return kept, counts
+
+
+def prompt_fits(tokenizer, prompt, max_prompt_length):
+  """Whether the prompt has at most max_prompt_length tokens (Appendix H drops longer ones)."""
+  return len(tokenizer.encode(prompt, add_special_tokens=False)) <= max_prompt_length
+
+
+def filter_prompts(prompts, tokenizer, max_prompt_length):
+  kept = [p for p in prompts if prompt_fits(tokenizer, p, max_prompt_length)]
+  return kept, {"long_prompt": len(prompts) - len(kept)}
+
+
+def tokenize_preferences(tokenizer, examples, max_prompt_length, max_response_length, *, pad_to_max=False):
+  """{"prompt_ids", "prompt_mask" [N, P] left-padded, "chosen_ids", "chosen_mask", "rejected_ids",
+  "rejected_mask" [N, R] right-padded with eos} int32. P, R: the longest in the data (capped), or with
+  pad_to_max the maxima themselves (every dataset then has one shape, so compiled steps are reused)."""
+  prompts, chosen, rejected = zip(*examples)
+  prompt_ids, prompt_mask = tok.encode_prompts(tokenizer, prompts, max_prompt_length)
+  chosen_ids, chosen_mask = tok.encode_responses(tokenizer, chosen, max_response_length)
+  rejected_ids, rejected_mask = tok.encode_responses(tokenizer, rejected, max_response_length)
+  p = max_prompt_length if pad_to_max else prompt_ids.shape[1]
+  r = max_response_length if pad_to_max else max(chosen_ids.shape[1], rejected_ids.shape[1])
+  return {"prompt_ids": pad_left(prompt_ids, p, tokenizer.pad_token_id), "prompt_mask": pad_left(prompt_mask, p, 0),
+          "chosen_ids": pad_right(chosen_ids, r, tokenizer.pad_token_id), "chosen_mask": pad_right(chosen_mask, r, 0),
+          "rejected_ids": pad_right(rejected_ids, r, tokenizer.pad_token_id),
+          "rejected_mask": pad_right(rejected_mask, r, 0)}
+
+
+def tokenize_sft(tokenizer, examples, max_prompt_length, max_response_length, *, pad_to_max=False):
+  """{"prompt_ids", "prompt_mask", "response_ids", "response_mask"} int32 (as tokenize_preferences)."""
+  prompts, responses = zip(*examples)
+  prompt_ids, prompt_mask = tok.encode_prompts(tokenizer, prompts, max_prompt_length)
+  response_ids, response_mask = tok.encode_responses(tokenizer, responses, max_response_length)
+  p = max_prompt_length if pad_to_max else prompt_ids.shape[1]
+  r = max_response_length if pad_to_max else response_ids.shape[1]
+  return {"prompt_ids": pad_left(prompt_ids, p, tokenizer.pad_token_id), "prompt_mask": pad_left(prompt_mask, p, 0),
+          "response_ids": pad_right(response_ids, r, tokenizer.pad_token_id),
+          "response_mask": pad_right(response_mask, r, 0)}
+
+
+def pad_left(x, length, value):
+  return np.pad(x, ((0, 0), (length - x.shape[1], 0)), constant_values=value)
+
+
+def pad_right(x, length, value):
+  return np.pad(x, ((0, 0), (0, length - x.shape[1])), constant_values=value)
+
+
+def num_rows(arrays):
+  return len(next(iter(arrays.values())))
+
+
+def batch_indices(rng, step, num_examples, batch_size):
+  """Rows of the global batch of optimizer step `step`: epoch e = step // (N // B) visits the rows in the
+  order jax.random.permutation(fold_in(rng, e), N) (the last N mod B of each epoch are left out). A
+  function of (rng, step) only, so a resumed run continues with exactly the batches it would have had."""
+  per_epoch = num_examples // batch_size
+  epoch, k = divmod(step, per_epoch)
+  order = np.asarray(jax.random.permutation(jax.random.fold_in(rng, epoch), num_examples))
+  return order[k * batch_size:(k + 1) * batch_size]
+
+
+def microbatches(arrays, rows, grad_accum):
+  """{name: [grad_accum, len(rows) / grad_accum, ...]} of the selected rows."""
+  return {k: v[rows].reshape(grad_accum, len(rows) // grad_accum, *v.shape[1:]) for k, v in arrays.items()}

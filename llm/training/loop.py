@@ -1,0 +1,175 @@
+"""The training loop every trainer (SFT, reward model, DPO family) runs.
+
+`train(model, loss_fn, arrays, train_config, out_dir)`: AdamW with cosine decay and warm-up, gradient
+accumulation and clipping (llm.training.step), params / optimizer state / batches sharded over a mesh
+(llm.parallel.sharding), per-process data shards (llm.parallel.distributed), metrics to `out_dir/metrics.jsonl` and
+TensorBoard (`out_dir/tensorboard`) from process 0, a progress bar, the eval loss every N steps, and orbax
+checkpoints every N steps (`out_dir/checkpoints`). Run it again with the same arguments after a crash and
+it resumes from the last checkpoint to the same result as an uninterrupted run: the batch of each step is
+a function of the run's RNG key and the step (llm.training.data.batch_indices). A non-finite loss or gradient
+stops the run with FloatingPointError before anything is saved, so the last checkpoint stays good.
+"""
+
+import json
+import math
+import os
+
+import jax
+from flax import nnx
+
+from gshf_jax import atomic
+from llm.training import checkpoint
+from llm.training import data
+from llm.parallel import distributed
+from llm.parallel import sharding
+from llm.training import step as train_step
+
+
+def total_steps(num_examples, config):
+  """Optimizer steps of a run: train.max_steps, else epochs * (N // batch_size)."""
+  if num_examples < config.batch_size:
+    raise ValueError(f"the dataset has {num_examples} examples, fewer than train.batch_size = {config.batch_size}")
+  return config.max_steps or config.epochs * (num_examples // config.batch_size)
+
+
+def train(model, loss_fn, arrays, config, out_dir, *, eval_arrays=None, mesh=None, description="train"):
+  """Trains `model` in place (or resumes its run in out_dir) and returns the last metrics.
+
+  Args:
+    model: an llm.models.transformer.Transformer (its params are replaced by the trained ones).
+    loss_fn: (model, micro_batch dict of [b, ...] arrays) -> (scalar loss, {name: scalar metric}).
+    arrays: {name: np.ndarray [N, ...]}, the full training set, identical on every process.
+    config: llm.training.config.TrainSection.
+    out_dir: folder for checkpoints, metrics.jsonl and tensorboard/.
+    eval_arrays: optional {name: [M, ...]}: mean loss and metrics over it every train.eval_every steps and
+      at the end.
+    mesh: a jax Mesh (default: llm.parallel.sharding.make_mesh(config.mesh)).
+    description: the progress bar's label.
+
+  Returns:
+    {"step", "train/<metric>" of the last step, "eval/<metric>" of the last evaluation}.
+  """
+  num_examples = data.num_rows(arrays)
+  steps = total_steps(num_examples, config)
+  micro = config.batch_size // config.grad_accum
+  mesh = mesh or sharding.make_mesh(config.mesh)
+  schedule = train_step.cosine_schedule(config.learning_rate, steps, config.warmup_ratio)
+  optimizer = train_step.make_optimizer(schedule, weight_decay=config.weight_decay,
+                                        max_grad_norm=config.max_grad_norm)
+  sharding.shard_model(model, mesh)
+  graphdef, params = nnx.split(model, nnx.Param)
+  param_shardings = sharding.param_shardings(model, mesh)
+  opt_state = train_step.init_optimizer_state(optimizer, params)
+  opt_shardings = sharding.state_shardings(opt_state, mesh)
+  opt_state = jax.device_put(opt_state, opt_shardings)
+  batch_shardings = sharding.batch_sharding(mesh, microbatched=True)
+  step_fn = train_step.make_train_step(graphdef, optimizer, loss_fn, param_shardings=param_shardings,
+                                       opt_shardings=opt_shardings, batch_shardings=batch_shardings)
+  mngr = checkpoint.manager(os.path.join(os.path.abspath(out_dir), "checkpoints"),
+                            max_to_keep=config.keep_checkpoints)
+  state = checkpoint.TrainState(params, opt_state, 0, jax.random.key(config.seed), 0)
+  state = checkpoint.restore(mngr, state) or state
+  params, opt_state, rng = state.params, state.opt_state, state.rng
+  logger = MetricsLogger(out_dir, state.step, tensorboard=config.tensorboard)
+  rows = distributed.process_rows(micro)
+  evaluate = None if eval_arrays is None else make_evaluator(graphdef, loss_fn, eval_arrays, micro, mesh)
+  result = {"step": state.step}
+  bar = progress_bar(steps, state.step, description, enabled=config.progress)
+  try:
+    for step in range(state.step, steps):
+      index = data.batch_indices(rng, step, num_examples, config.batch_size)
+      local = {k: v[:, rows] for k, v in data.microbatches(arrays, index, config.grad_accum).items()}
+      params, opt_state, metrics = step_fn(params, opt_state, distributed.global_batch(local, batch_shardings))
+      metrics = {f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()}
+      if not all(math.isfinite(v) for v in metrics.values()):
+        last = mngr.latest_step()
+        raise FloatingPointError(
+            f"{description}: non-finite loss or gradient at step {step + 1} ({metrics}); stopped. The last "
+            f"good checkpoint is {'step ' + str(last) if last is not None else 'none'} in {mngr.directory} "
+            "(lower train.learning_rate or check the data, then rerun to resume from it)")
+      done = step + 1
+      result = {"step": done, **metrics}
+      bar.update(1)
+      if done % config.log_every == 0 or done == steps:
+        logger.log(done, {**metrics, "train/learning_rate": float(schedule(step))})
+        bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
+      if evaluate and config.eval_every and done % config.eval_every == 0 and done < steps:
+        logger.log(done, evaluate(params))
+      if done % config.save_every == 0 or done == steps:
+        checkpoint.save(mngr, checkpoint.TrainState(params, opt_state, done, rng, done * config.batch_size))
+  finally:
+    bar.close()
+    mngr.close()
+  if evaluate:
+    result.update(evaluate(params))
+    logger.log(result["step"], {k: v for k, v in result.items() if k.startswith("eval/")})
+  logger.close()
+  nnx.update(model, params)
+  return result
+
+
+def make_evaluator(graphdef, loss_fn, arrays, micro, mesh):
+  """params -> {"eval/<metric>": mean over the eval set's batches of `micro` rows} (the last N mod micro rows
+  are left out, as in training)."""
+  num = data.num_rows(arrays)
+  if num < micro:
+    raise ValueError(f"the eval set has {num} examples, fewer than one micro-batch "
+                     f"(train.batch_size / train.grad_accum = {micro})")
+  eval_step = train_step.make_eval_step(graphdef, loss_fn)
+  batch_shardings = sharding.batch_sharding(mesh)
+  rows = distributed.process_rows(micro)
+
+  def evaluate(params):
+    totals = {}
+    for start in range(0, num - micro + 1, micro):
+      local = {k: v[start:start + micro][rows] for k, v in arrays.items()}
+      loss, metrics = eval_step(params, distributed.global_batch(local, batch_shardings))
+      for k, v in {"loss": loss, **metrics}.items():
+        totals[k] = totals.get(k, 0.0) + float(v)
+    count = num // micro
+    return {f"eval/{k}": v / count for k, v in totals.items()}
+
+  return evaluate
+
+
+class MetricsLogger:
+  """metrics.jsonl ({"step", **metrics} per line) and TensorBoard scalars, written by process 0 only. On a
+  resumed run the lines of steps after the checkpoint are dropped first, so the log matches the run."""
+
+  def __init__(self, out_dir, resume_step, *, tensorboard=True):
+    self.main = distributed.is_main_process()
+    self.file = self.writer = None
+    if not self.main:
+      return
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "metrics.jsonl")
+    if os.path.exists(path):
+      with open(path) as f:
+        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
+      atomic.write_text(path, "".join(kept))
+    self.file = open(path, "a")
+    if tensorboard:
+      from tensorboardX import SummaryWriter
+      self.writer = SummaryWriter(os.path.join(out_dir, "tensorboard"), purge_step=resume_step + 1)
+
+  def log(self, step, metrics):
+    if not self.main:
+      return
+    self.file.write(json.dumps({"step": step, **metrics}) + "\n")
+    self.file.flush()
+    if self.writer:
+      for name, value in metrics.items():
+        self.writer.add_scalar(name, value, step)
+      self.writer.flush()
+
+  def close(self):
+    if self.file:
+      self.file.close()
+    if self.writer:
+      self.writer.close()
+
+
+def progress_bar(total, initial, description, *, enabled):
+  from tqdm.auto import tqdm
+  return tqdm(total=total, initial=initial, desc=description, disable=not (enabled and distributed.is_main_process()),
+              dynamic_ncols=True, leave=False)

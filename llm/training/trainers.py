@@ -1,0 +1,310 @@
+"""The trainers: SFT, Bradley-Terry reward models (and ensembles of them), and the DPO family. Each is a
+loss function for llm.training.loop's loop and a `run_*(config)` that loads the model and data named by an
+llm.training.config.Config, trains (resuming a killed run), and writes to config.output_dir:
+
+  model/          the trained model as an HF folder with its tokenizer (what later stages load)
+  checkpoints/    orbax train states;  metrics.jsonl, tensorboard/: the training curves
+  summary.json    data counts (Appendix H's filter), final metrics, the config
+
+A finished run (summary.json present; it is written last) is not redone.
+"""
+
+import dataclasses
+import glob
+import hashlib
+import io
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from gshf_jax import atomic, losses
+from llm.training import data
+from llm.parallel import distributed
+from llm.models import hf_io
+from llm.inference import logprobs
+from llm.parallel import sharding
+from llm.inference import tokenizer as tok
+from llm.training.config import require_file, to_dict
+from llm.training.loop import train
+
+# ---------------------------------------------------------------- losses (micro-batch dict -> loss, metrics)
+
+
+def sft_loss(model, batch):
+  """Mean negative log-likelihood per response token, prompt and padding masked (SFT)."""
+  total, _ = logprobs.sequence_logprobs(model, batch["prompt_ids"], batch["prompt_mask"], batch["response_ids"],
+                                        batch["response_mask"])
+  tokens = batch["response_mask"].sum()
+  return -total.sum() / jnp.maximum(tokens, 1), {}
+
+
+def both_responses(batch):
+  """(prompt_ids, prompt_mask, response_ids, response_mask) with the chosen rows first and the rejected
+  rows after them, [2b, ...]: one forward pass scores both sides of every pair."""
+  twice = lambda x: jnp.concatenate([x, x])
+  return (twice(batch["prompt_ids"]), twice(batch["prompt_mask"]),
+          jnp.concatenate([batch["chosen_ids"], batch["rejected_ids"]]),
+          jnp.concatenate([batch["chosen_mask"], batch["rejected_mask"]]))
+
+
+def reward_model_loss(model, batch):
+  """Bradley-Terry negative log-likelihood of Eq. (3), mean over pairs, with accuracy (r_w > r_l) and
+  the mean reward margin."""
+  r = logprobs.reward_scores(model, *both_responses(batch))
+  r_c, r_r = jnp.split(r, 2)
+  return losses.reward_loss(r_c, r_r).mean(), {"accuracy": (r_c > r_r).mean(), "margin": (r_c - r_r).mean()}
+
+
+def policy_logprobs(model, batch):
+  """(log pi(chosen | x), log pi(rejected | x)) [b] each, in one forward pass."""
+  total, _ = logprobs.sequence_logprobs(model, *both_responses(batch))
+  return jnp.split(total, 2)
+
+
+def make_dpo_loss(section):
+  """The DPO-family loss of an llm.training.config.DPOSection, from the gshf_jax.losses registry (the batch
+  carries "ref_chosen", "ref_rejected" and, for pessimistic DPO, "gamma_chosen", "gamma_rejected").
+
+    dpo:   -log sigmoid(beta * h + m),  h = log pi/pi0 (a_w) - log pi/pi0 (a_l)      Eq. (9)
+           m = uncertainty_coef * (Gamma(x, a_w) - Gamma(x, a_l))                     Eq. (10)
+    hinge: relu(1 - beta * h - m) (RSO);   ipo: (h - 1 / (2 beta))^2
+
+  Options the chosen loss cannot honour (a margin, label smoothing) raise a ValueError here, before any
+  training. Metrics as TRL reports them: implicit rewards beta * log pi/pi0 of chosen and rejected, their
+  margin, and accuracy (chosen's implicit reward above rejected's).
+  """
+  losses.check_options(section.loss, margin=section.uncertainty_coef > 0, label_smoothing=section.label_smoothing)
+  pairwise = losses.pairwise_loss(section.loss)
+
+  def loss_fn(model, batch):
+    pi_c, pi_r = policy_logprobs(model, batch)
+    ref_c, ref_r = batch["ref_chosen"], batch["ref_rejected"]
+    margin = None
+    if section.uncertainty_coef:
+      margin = section.uncertainty_coef * (batch["gamma_chosen"] - batch["gamma_rejected"])
+    per_pair = pairwise(pi_c, pi_r, ref_c, ref_r, section.beta, margin=margin,
+                        label_smoothing=section.label_smoothing)
+    chosen, rejected = section.beta * (pi_c - ref_c), section.beta * (pi_r - ref_r)
+    return per_pair.mean(), {"rewards/chosen": chosen.mean(), "rewards/rejected": rejected.mean(),
+                             "rewards/margin": (chosen - rejected).mean(),
+                             "rewards/accuracy": (chosen > rejected).mean()}
+
+  return loss_fn
+
+
+# ---------------------------------------------------------------- models and data
+
+
+def compute_dtype(section):
+  return section.compute_dtype or section.param_dtype
+
+
+def load_model(section, mesh, *, path=None, **overrides):
+  """(model, tokenizer) of an llm.training.config.ModelSection (or another folder `path`), placed on `mesh`."""
+  path = require_file("model.path", path or section.path, folder=True)
+  model, _ = hf_io.load_hf_checkpoint(path, dtype=compute_dtype(section), mesh=mesh, param_dtype=section.param_dtype,
+                                      remat=section.remat, **overrides)
+  tokenizer = tok.load_tokenizer(section.tokenizer or path)
+  return model, tokenizer
+
+
+def preference_arrays(config, tokenizer, path):
+  """Tokenized, filtered preference pairs of a JSONL file, and the counts of what was read and dropped."""
+  examples, counts = data.load_examples(path, "preferences", skip_malformed=config.data.skip_malformed)
+  kept, dropped = data.filter_preferences(examples, tokenizer, config.data.max_prompt_length)
+  arrays = data.tokenize_preferences(tokenizer, kept, config.data.max_prompt_length, config.data.max_response_length,
+                                     pad_to_max=config.data.pad_to_max_length)
+  return arrays, {**counts, **dropped, "kept": len(kept)}
+
+
+def sft_arrays(config, tokenizer, path):
+  examples, counts = data.load_examples(path, "sft", skip_malformed=config.data.skip_malformed)
+  kept = [e for e in examples if data.prompt_fits(tokenizer, e[0], config.data.max_prompt_length)]
+  arrays = data.tokenize_sft(tokenizer, kept, config.data.max_prompt_length, config.data.max_response_length,
+                             pad_to_max=config.data.pad_to_max_length)
+  return arrays, {**counts, "long_prompt": len(examples) - len(kept), "kept": len(kept)}
+
+
+def eval_arrays_of(config, tokenizer, make):
+  if not config.data.eval:
+    return None, None
+  return make(config, tokenizer, require_file("data.eval", config.data.eval))
+
+
+def reference_logprobs(model, arrays, batch_size, mesh):
+  """{"ref_chosen", "ref_rejected"} [N] float32: log pi0 of every pair's responses, computed once."""
+  score = nnx.jit(policy_logprobs)
+  out = distributed.map_batches(lambda b: score(model, b), arrays, batch_size, sharding.batch_sharding(mesh))
+  return {"ref_chosen": out[0], "ref_rejected": out[1]}
+
+
+def ensemble_members(folder):
+  """The member model folders of a reward ensemble run (`reward` with ensemble_size k), in order."""
+  members = sorted(glob.glob(os.path.join(folder, "member_*", "model")))
+  if len(members) < 2:
+    raise ValueError(f"dpo.reward_ensemble {folder}: needs >= 2 trained members (member_*/model), found "
+                     f"{len(members)}; train them with `python -m llm reward reward.ensemble_size=k`")
+  return members
+
+
+def ensemble_uncertainty(model_section, folders, arrays, batch_size, mesh):
+  """{"gamma_chosen", "gamma_rejected"} [N]: the ensemble's standard deviation of r(x, y) over members
+  (Section 5.1's ensemble uncertainty, Coste et al. 2023), and the members' mean rewards [N]."""
+  score = nnx.jit(lambda m, b: jnp.split(logprobs.reward_scores(m, *both_responses(b)), 2))
+  scores = []
+  for folder in folders:
+    member, _ = load_model(model_section, mesh, path=folder)
+    scores.append(distributed.map_batches(lambda b: score(member, b), arrays, batch_size,
+                                          sharding.batch_sharding(mesh)))
+  chosen = np.stack([s[0] for s in scores])
+  rejected = np.stack([s[1] for s in scores])
+  return {"gamma_chosen": chosen.std(0, ddof=1), "gamma_rejected": rejected.std(0, ddof=1)}
+
+
+def fingerprint(arrays, *sources):
+  """A hash of the token arrays and the model folders' weight files (name, size, mtime)."""
+  h = hashlib.sha256()
+  for name in sorted(arrays):
+    h.update(name.encode())
+    h.update(np.ascontiguousarray(arrays[name]).tobytes())
+  for source in sources:
+    for file in sorted(glob.glob(os.path.join(source, "*.safetensors"))):
+      stat = os.stat(file)
+      h.update(f"{os.path.abspath(file)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+  return h.hexdigest()
+
+
+def cached_arrays(path, key, compute):
+  """The arrays saved at `path` (npz) when their fingerprint is `key`, else compute(), saved atomically by
+  process 0. This is how reference log-probs and ensemble uncertainties are computed once per dataset."""
+  if os.path.exists(path):
+    with np.load(path) as f:
+      if str(f["fingerprint"]) == key:
+        return {k: f[k] for k in f.files if k != "fingerprint"}
+  arrays = compute()
+  if distributed.is_main_process():
+    buffer = io.BytesIO()
+    np.savez(buffer, fingerprint=key, **arrays)
+    atomic.write_bytes(path, buffer.getvalue())
+  return arrays
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def finished(out_dir):
+  """Whether a run in out_dir completed: summary.json is written last, after the model."""
+  return os.path.exists(os.path.join(out_dir, "summary.json"))
+
+
+def read_summary(out_dir):
+  with open(os.path.join(out_dir, "summary.json")) as f:
+    return json.load(f)
+
+
+def export(model, tokenizer, out_dir, summary):
+  """Writes out_dir/model (HF folder + tokenizer) and out_dir/summary.json from process 0 (params are
+  gathered from all processes first)."""
+  if jax.process_count() > 1:
+    params = nnx.state(model, nnx.Param)
+    nnx.update(model, jax.tree.map(lambda x: jnp.asarray(multihost_utils.process_allgather(x, tiled=True)), params))
+  if distributed.is_main_process():
+    path = os.path.join(out_dir, "model")
+    hf_io.save_hf_checkpoint(model, path)
+    tokenizer.save_pretrained(path)
+    atomic.write_text(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2, default=float))
+  multihost_utils.sync_global_devices(f"export {out_dir}")
+  return summary
+
+
+def make_mesh(config):
+  return sharding.make_mesh(config.train.mesh)
+
+
+# ---------------------------------------------------------------- run_* (one per CLI command)
+
+
+def run_sft(config):
+  """SFT of model.path on data.train's responses (prompt masked); Table 8's SFT-RLHF defaults."""
+  out = config.output_dir
+  if finished(out):
+    return read_summary(out)
+  mesh = make_mesh(config)
+  model, tokenizer = load_model(config.model, mesh)
+  arrays, counts = sft_arrays(config, tokenizer, require_file("data.train", config.data.train))
+  eval_arrays, _ = eval_arrays_of(config, tokenizer, sft_arrays)
+  metrics = train(model, sft_loss, arrays, config.train, out, eval_arrays=eval_arrays, mesh=mesh, description="sft")
+  return export(model, tokenizer, out, {"command": "sft", "data": counts, "metrics": metrics, "config": to_dict(config)})
+
+
+def run_reward(config):
+  """Bradley-Terry reward model(s) from model.path with a new scalar head, on data.train's pairs. With
+  reward.ensemble_size = k, k members (head init and data order from seed + i) in output_dir/member_i/."""
+  out = config.output_dir
+  if finished(out):
+    return read_summary(out)
+  mesh = make_mesh(config)
+  k = config.reward.ensemble_size
+  members = []
+  for i in range(k):
+    member_dir = os.path.join(out, f"member_{i}") if k > 1 else out
+    if k > 1 and finished(member_dir):
+      members.append(read_summary(member_dir))
+      continue
+    seed = config.train.seed + i
+    model, tokenizer = load_model(config.model, mesh, num_labels=1, new_head_seed=seed)
+    arrays, counts = preference_arrays(config, tokenizer, require_file("data.train", config.data.train))
+    eval_arrays, _ = eval_arrays_of(config, tokenizer, preference_arrays)
+    train_config = dataclasses.replace(config.train, seed=seed)
+    metrics = train(model, reward_model_loss, arrays, train_config, member_dir, eval_arrays=eval_arrays, mesh=mesh,
+                    description=f"reward {i + 1}/{k}" if k > 1 else "reward")
+    summary = {"command": "reward", "member": i, "data": counts, "metrics": metrics, "config": to_dict(config)}
+    members.append(export(model, tokenizer, member_dir, summary))
+  if k == 1:
+    return members[0]
+  summary = {"command": "reward", "ensemble_size": k, "members": members}
+  if distributed.is_main_process():
+    atomic.write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=2, default=float))
+  return summary
+
+
+def run_dpo(config):
+  """DPO / hinge / IPO of model.path on data.train's pairs against the reference dpo.reference (default:
+  model.path), whose log-probs are computed once and cached in output_dir/reference_logprobs.npz. With
+  dpo.uncertainty_coef > 0: pessimistic DPO (Eq. 10) with the reward ensemble's uncertainty margin."""
+  out = config.output_dir
+  if finished(out):
+    return read_summary(out)
+  os.makedirs(out, exist_ok=True)
+  mesh = make_mesh(config)
+  model, tokenizer = load_model(config.model, mesh)
+  micro = config.train.batch_size // config.train.grad_accum
+  policy_path = os.path.abspath(config.model.path)
+  reference_path = os.path.abspath(config.dpo.reference or config.model.path)
+  sets, loaded = {}, {}
+  for split in ("train", "eval") if config.data.eval else ("train",):
+    arrays, counts = preference_arrays(config, tokenizer, require_file(f"data.{split}", getattr(config.data, split)))
+
+    def reference(arrays=arrays):
+      if "model" not in loaded:  # pi0 is loaded at most once, and only when a cache is missing
+        loaded["model"] = model if reference_path == policy_path else load_model(config.model, mesh,
+                                                                                 path=reference_path)[0]
+      return reference_logprobs(loaded["model"], arrays, micro, mesh)
+
+    key = fingerprint(arrays, reference_path)
+    arrays = {**arrays, **cached_arrays(os.path.join(out, f"reference_logprobs_{split}.npz"), key, reference)}
+    if config.dpo.uncertainty_coef:
+      folders = ensemble_members(require_file("dpo.reward_ensemble", config.dpo.reward_ensemble, folder=True))
+      key = fingerprint(arrays, *folders)
+      arrays.update(cached_arrays(os.path.join(out, f"uncertainty_{split}.npz"), key,
+                                  lambda arrays=arrays: ensemble_uncertainty(config.model, folders, arrays, micro, mesh)))
+    sets[split] = (arrays, counts)
+  arrays, counts = sets["train"]
+  metrics = train(model, make_dpo_loss(config.dpo), arrays, config.train, out,
+                  eval_arrays=sets.get("eval", (None,))[0], mesh=mesh, description=config.dpo.loss)
+  return export(model, tokenizer, out, {"command": "dpo", "data": counts, "metrics": metrics, "config": to_dict(config)})
