@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 import gshf_jax as g
 from gshf_jax import _checks
+from jax.typing import ArrayLike
 
 
 class LinearBandit(NamedTuple):
@@ -31,8 +32,8 @@ class Preferences(NamedTuple):
   y: jax.Array  # [n] int32 in {0, 1}
 
 
-def make_linear_bandit(key, *, num_contexts, num_actions, dim, bound, eta, ref_temperature=1.0,
-                       dtype=jnp.float64):
+def make_linear_bandit(key: jax.Array, *, num_contexts: int, num_actions: int, dim: int, bound: ArrayLike,
+    eta: ArrayLike, ref_temperature: float = 1.0, dtype=jnp.float64) -> LinearBandit:
   """A random instance of the linear KL-regularized bandit.
 
   phi(x, a): uniform directions with norms uniform in [0.5, 1]; theta*: a uniform direction with
@@ -71,34 +72,35 @@ def make_linear_bandit(key, *, num_contexts, num_actions, dim, bound, eta, ref_t
   )
 
 
-def rewards(env, theta):
+def rewards(env: LinearBandit, theta: ArrayLike) -> jax.Array:
   """r_theta(x, a) = <theta, phi(x, a)>, [X, K]."""
   return env.features @ theta
 
 
-def value(env, logp):
+def value(env: LinearBandit, logp: ArrayLike) -> jax.Array:
   """J(pi) of Eq. (2): E_{x ~ d0}[E_{a ~ pi} r*(x, a) - eta KL(pi(.|x) || pi0(.|x))], exact."""
   per_context = g.regularized_value(logp, env.ref_logp, rewards(env, env.theta_star), env.eta)
   return env.context_probs @ per_context
 
 
-def optimal_logp(env):
+def optimal_logp(env: LinearBandit) -> jax.Array:
   """pi*, the Gibbs policy of r* (Definition 2.2), [X, K]."""
   return g.gibbs_logprobs(env.ref_logp, rewards(env, env.theta_star), env.eta)
 
 
-def suboptimality(env, logp):
+def suboptimality(env: LinearBandit, logp: ArrayLike) -> jax.Array:
   """J(pi*) - J(pi) >= 0."""
   return value(env, optimal_logp(env)) - value(env, logp)
 
 
-def preference_probability(env, ctx, a1, a2):
+def preference_probability(env: LinearBandit, ctx: ArrayLike, a1: ArrayLike, a2: ArrayLike) -> jax.Array:
   """Eq. (1): P(a1 > a2 | x) = sigmoid(r*(x, a1) - r*(x, a2))."""
   r = rewards(env, env.theta_star)
   return jax.nn.sigmoid(r[ctx, a1] - r[ctx, a2])
 
 
-def collect_preferences(key, env, logp1, logp2, n, ctx=None):
+def collect_preferences(key: jax.Array, env: LinearBandit, logp1: ArrayLike, logp2: ArrayLike, n: int,
+    ctx: ArrayLike | None = None) -> Preferences:
   """n comparisons: x ~ d0, a1 ~ pi1(.|x), a2 ~ pi2(.|x), y ~ Bernoulli(P(a1 > a2 | x)) (Eq. (1)).
 
   Args:
@@ -115,7 +117,8 @@ def collect_preferences(key, env, logp1, logp2, n, ctx=None):
   return sample_comparisons(key, env, logp1, logp2, n, ctx, lambda c, a1, a2: preference_probability(env, c, a1, a2))
 
 
-def sample_comparisons(key, env, logp1, logp2, n, ctx, probability):
+def sample_comparisons(key: jax.Array, env: LinearBandit, logp1: ArrayLike, logp2: ArrayLike, n: int,
+    ctx: ArrayLike, probability: ArrayLike) -> Preferences:
   """x ~ d0 (unless ctx is given), a1 ~ pi1(.|x), a2 ~ pi2(.|x), y ~ Bernoulli(probability(x, a1, a2)): the
   sampling shared by every preference oracle (Bradley-Terry here, general in bandit_sim.nlhf)."""
   _checks.check_positive_int("n", n)
@@ -132,11 +135,11 @@ def sample_comparisons(key, env, logp1, logp2, n, ctx, probability):
   return Preferences(as_int(ctx), as_int(a1), as_int(a2), as_int(y))
 
 
-def feature_differences(env, data):
+def feature_differences(env: LinearBandit, data: Preferences) -> jax.Array:
   """dphi_i = phi(x_i, a1_i) - phi(x_i, a2_i), [n, d]."""
   return env.features[data.ctx, data.a1] - env.features[data.ctx, data.a2]
 
 
-def expected_features(env, logp):
+def expected_features(env: LinearBandit, logp: ArrayLike) -> jax.Array:
   """phi(x, pi) = E_{a ~ pi(.|x)} phi(x, a), [X, d]."""
   return jnp.einsum("xk,xkd->xd", jnp.exp(logp), env.features)

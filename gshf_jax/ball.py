@@ -4,19 +4,20 @@ Used for the constrained MLE of Eq. (3) (`preference.bt_mle`) and for the convex
 (bandit_sim's Option I); jittable and vmappable.
 """
 
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 
-def project_to_ball(v, bound):
+def project_to_ball(v: ArrayLike, bound: ArrayLike) -> jax.Array:
   """Euclidean projection of v [d] onto {||x|| <= bound}."""
   norm = jnp.linalg.norm(v)
   return v * jnp.minimum(1.0, bound / jnp.maximum(norm, jnp.finfo(v.dtype).tiny))
 
 
-def ball_quadratic_minimizer(hess, b, bound):
+def ball_quadratic_minimizer(hess: ArrayLike, b: ArrayLike, bound: ArrayLike) -> jax.Array:
   """argmin_{||z|| <= bound} 0.5 z^T H z + b^T z for H >= 0 (the trust-region subproblem).
 
   Eigen-decomposition of H; the multiplier mu >= 0 of the ball solves ||(H + mu I)^{-1} b|| = bound,
@@ -59,12 +60,13 @@ class BallResult(NamedTuple):
   converged: jax.Array  # stationarity <= tol
 
 
-def default_tol(dtype):
+def default_tol(dtype) -> float:
   """1e-10 in float64, 1e-5 in float32 and narrower types."""
   return 1e-10 if jnp.finfo(dtype).bits >= 64 else 1e-5
 
 
-def minimize_in_ball(fun, x0, bound, *, tol=None, max_iter=100):
+def minimize_in_ball(fun: Callable, x0: ArrayLike, bound: ArrayLike, *, tol: float | None = None,
+    max_iter: int = 100) -> Any:
   """argmin_{||x|| <= bound} fun(x) for smooth convex `fun`, by projected Newton.
 
   Each step minimizes the second-order model of fun over the ball exactly (ball_quadratic_minimizer)

@@ -7,9 +7,10 @@ import jax
 import jax.numpy as jnp
 
 from gshf_jax import _checks
+from jax.typing import ArrayLike
 
 
-def gibbs_logprobs(ref_logp, reward, eta):
+def gibbs_logprobs(ref_logp: ArrayLike, reward: ArrayLike, eta: ArrayLike) -> jax.Array:
   """Definition 2.2 (policy improvement oracle): pi_r(a) ∝ pi0(a) exp(r(a) / eta).
 
   Args:
@@ -25,7 +26,7 @@ def gibbs_logprobs(ref_logp, reward, eta):
   return jax.nn.log_softmax(jnp.asarray(ref_logp) + jnp.asarray(reward) / eta, axis=-1)
 
 
-def kl(logp, logq):
+def kl(logp: ArrayLike, logq: ArrayLike) -> jax.Array:
   """KL(p || q) = sum_a p(a) (log p(a) - log q(a)) on the last axis.
 
   Entries with p(a) = 0 contribute 0 (also where q(a) = 0); an entry with p(a) > 0 = q(a) makes the
@@ -45,13 +46,13 @@ def kl(logp, logq):
   return jnp.sum(jnp.where(support, p * log_ratio, 0.0), axis=-1)
 
 
-def expectation(logp, values):
+def expectation(logp: ArrayLike, values: ArrayLike) -> jax.Array:
   """E_{a~p}[values(a)] on the last axis, with zero-probability entries contributing 0."""
   p = jnp.exp(jnp.asarray(logp))
   return jnp.sum(jnp.where(p > 0, p * values, 0.0), axis=-1)
 
 
-def regularized_value(logp, ref_logp, reward, eta):
+def regularized_value(logp: ArrayLike, ref_logp: ArrayLike, reward: ArrayLike, eta: ArrayLike) -> jax.Array:
   """Eq. (2) for one context: E_{a~p}[r(a)] - eta * KL(p || pi0).
 
   Args:

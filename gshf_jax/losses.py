@@ -17,14 +17,16 @@ import jax
 import jax.numpy as jnp
 
 from gshf_jax import _checks
+from jax.typing import ArrayLike
 
 
-def log_ratio_margin(pi_c, pi_r, ref_c, ref_r):
+def log_ratio_margin(pi_c: ArrayLike, pi_r: ArrayLike, ref_c: ArrayLike, ref_r: ArrayLike) -> jax.Array:
   """h = (log pi(a_w) - log pi0(a_w)) - (log pi(a_l) - log pi0(a_l)), the implicit reward gap / eta."""
   return (jnp.asarray(pi_c) - ref_c) - (jnp.asarray(pi_r) - ref_r)
 
 
-def dpo_loss(pi_c, pi_r, ref_c, ref_r, beta, *, margin=None, label_smoothing=0.0):
+def dpo_loss(pi_c: ArrayLike, pi_r: ArrayLike, ref_c: ArrayLike, ref_r: ArrayLike, beta: ArrayLike, *,
+    margin: ArrayLike | None = None, label_smoothing: float = 0.0) -> jax.Array:
   """DPO loss, Eq. (9); with a margin, the pessimistic DPO of Proposition 5.1, Eq. (10).
 
     z = beta * h + margin,   h = (pi_c - ref_c) - (pi_r - ref_r)
@@ -49,7 +51,8 @@ def dpo_loss(pi_c, pi_r, ref_c, ref_r, beta, *, margin=None, label_smoothing=0.0
   return -(1.0 - label_smoothing) * jax.nn.log_sigmoid(z) - label_smoothing * jax.nn.log_sigmoid(-z)
 
 
-def hinge_loss(pi_c, pi_r, ref_c, ref_r, beta, *, margin=None, label_smoothing=0.0):
+def hinge_loss(pi_c: ArrayLike, pi_r: ArrayLike, ref_c: ArrayLike, ref_r: ArrayLike, beta: ArrayLike, *,
+    margin: ArrayLike | None = None, label_smoothing: float = 0.0) -> jax.Array:
   """RSO's hinge loss (Liu et al. 2023, SLiC-style): relu(1 - z) with z = beta * h + margin as in dpo_loss.
   No label smoothing."""
   check_options("hinge", label_smoothing=label_smoothing)
@@ -58,7 +61,8 @@ def hinge_loss(pi_c, pi_r, ref_c, ref_r, beta, *, margin=None, label_smoothing=0
   return jax.nn.relu(1.0 - z)
 
 
-def ipo_loss(pi_c, pi_r, ref_c, ref_r, beta, *, margin=None, label_smoothing=0.0):
+def ipo_loss(pi_c: ArrayLike, pi_r: ArrayLike, ref_c: ArrayLike, ref_r: ArrayLike, beta: ArrayLike, *,
+    margin: ArrayLike | None = None, label_smoothing: float = 0.0) -> jax.Array:
   """IPO loss (Azar et al. 2023): (h - 1 / (2 * beta))**2 with h = (pi_c - ref_c) - (pi_r - ref_r).
   No margin, no label smoothing."""
   check_options("ipo", margin=margin is not None, label_smoothing=label_smoothing)
@@ -94,6 +98,6 @@ def pairwise_loss(name: str) -> Callable:
   return PAIRWISE_LOSSES[name][0]
 
 
-def reward_loss(r_c, r_r):
+def reward_loss(r_c: ArrayLike, r_r: ArrayLike) -> jax.Array:
   """Bradley-Terry negative log-likelihood of Eq. (3) for one labelled pair: -log_sigmoid(r_c - r_r)."""
   return -jax.nn.log_sigmoid(jnp.asarray(r_c) - r_r)

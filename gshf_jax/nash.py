@@ -16,6 +16,7 @@ import numpy as np
 
 from gshf_jax import _checks
 from gshf_jax.gibbs import kl
+from jax.typing import ArrayLike
 
 
 def _check_game(ref_logp, pref, eta, *logps):
@@ -50,7 +51,8 @@ def _preferred_over(pref, logp):
   return jnp.einsum("...ab,...b->...a", pref, jnp.exp(logp))
 
 
-def game_value(logp1, logp2, ref_logp, pref, eta, *, context_probs=None):
+def game_value(logp1: ArrayLike, logp2: ArrayLike, ref_logp: ArrayLike, pref: ArrayLike, eta: ArrayLike, *,
+    context_probs: ArrayLike | None = None) -> jax.Array:
   """J(pi1, pi2) = E_x[pi1^T P pi2 - eta KL(pi1 || pi0) + eta KL(pi2 || pi0)].
 
   Args:
@@ -70,7 +72,7 @@ def game_value(logp1, logp2, ref_logp, pref, eta, *, context_probs=None):
   return _context_mean(per_context, context_probs)
 
 
-def best_response(logp_opponent, ref_logp, pref, eta):
+def best_response(logp_opponent: ArrayLike, ref_logp: ArrayLike, pref: ArrayLike, eta: ArrayLike) -> jax.Array:
   """argmax_{pi1} J(pi1, pi_opp) = log_softmax(ref_logp + P pi_opp / eta) (Definition 2.2 with reward
   P pi_opp). As P^T = 1 - P, the min-player's best response to pi_opp is the same policy.
 
@@ -81,7 +83,8 @@ def best_response(logp_opponent, ref_logp, pref, eta):
   return jax.nn.log_softmax(ref_logp + _preferred_over(jnp.asarray(pref), logp_opponent) / eta, axis=-1)
 
 
-def duality_gap(logp, ref_logp, pref, eta, *, context_probs=None, per_context=False):
+def duality_gap(logp: ArrayLike, ref_logp: ArrayLike, pref: ArrayLike, eta: ArrayLike, *,
+    context_probs: ArrayLike | None = None, per_context: bool = False) -> jax.Array:
   """max_{pi1} J(pi1, pi) - min_{pi2} J(pi, pi2), zero exactly at the Nash equilibrium.
 
   Closed form: since pi^T P pi = 1/2, Lemma 2.4 gives max_{pi1} J(pi1, pi) = 1/2 + eta KL(pi || BR(pi))
@@ -100,12 +103,13 @@ def duality_gap(logp, ref_logp, pref, eta, *, context_probs=None, per_context=Fa
   return gaps if per_context else _context_mean(gaps, context_probs)
 
 
-def default_nash_tol(dtype):
+def default_nash_tol(dtype) -> float:
   """Default duality-gap tolerance of nash_equilibrium: 1e-10 in float64, 1e-6 in float32."""
   return 1e-10 if jnp.finfo(dtype).bits >= 64 else 1e-6
 
 
-def extragradient_step(logp, ref_logp, pref, eta, alpha):
+def extragradient_step(logp: ArrayLike, ref_logp: ArrayLike, pref: ArrayLike, eta: ArrayLike,
+    alpha: ArrayLike) -> jax.Array:
   """One predictive-update extragradient step of the symmetric game (Cen, Wei & Chi 2021, Eq. (14)):
 
     pi_bar  ∝ pi_t^(1 - alpha eta) pi0^(alpha eta) exp(alpha P pi_t)
@@ -127,7 +131,8 @@ def extragradient_step(logp, ref_logp, pref, eta, alpha):
   return mirror_step(mirror_step(logp))
 
 
-def nash_equilibrium(ref_logp, pref, eta, *, tol=None, max_iter=100_000):
+def nash_equilibrium(ref_logp: ArrayLike, pref: ArrayLike, eta: ArrayLike, *, tol: float | None = None,
+    max_iter: int = 100_000) -> tuple[jax.Array, jax.Array]:
   """The symmetric Nash equilibrium pi* ∝ pi0 exp(P pi* / eta) of the KL-regularized game.
 
   Predictive-update extragradient for entropy-regularized matrix games (Cen, Wei & Chi 2021), run on the
@@ -170,7 +175,8 @@ def nash_equilibrium(ref_logp, pref, eta, *, tol=None, max_iter=100_000):
   return logp, duality_gap(logp, ref_logp, pref, eta)
 
 
-def saddle_point_gap(logp1, logp2, ref_logp, payoff, eta):
+def saddle_point_gap(logp1: ArrayLike, logp2: ArrayLike, ref_logp: ArrayLike, payoff: ArrayLike,
+    eta: ArrayLike) -> jax.Array:
   """max_{pi} J(pi, pi2) - min_{pi} J(pi1, pi) per context for a general payoff matrix M [..., K, K]
   (J(pi1, pi2) = pi1^T M pi2 - eta KL(pi1 || pi0) + eta KL(pi2 || pi0)). By Lemma 2.4,
   max_pi J(pi, pi2) = eta log E_pi0 exp(M pi2 / eta) + eta KL(pi2 || pi0) and
@@ -184,7 +190,8 @@ def saddle_point_gap(logp1, logp2, ref_logp, payoff, eta):
   return eta * (up + down + kl(logp1, ref_logp) + kl(logp2, ref_logp))
 
 
-def saddle_point(ref_logp, payoff, eta, *, tol=None, max_iter=100_000):
+def saddle_point(ref_logp: ArrayLike, payoff: ArrayLike, eta: ArrayLike, *, tol: float | None = None,
+    max_iter: int = 100_000) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The saddle point (pi1, pi2) of max_{pi1} min_{pi2} pi1^T M pi2 - eta KL(pi1 || pi0) + eta KL(pi2 || pi0)
   for a general payoff M [..., K, K] (no symmetry needed: e.g. a pessimistic preference estimate).
 

@@ -5,15 +5,16 @@ a1 is preferred (soft labels in [0, 1] are accepted). An optional `mask [n]` (1 
 datasets of different sizes share one compiled shape.
 """
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from gshf_jax import _checks, ball
+from jax.typing import ArrayLike
 
 
-def gamma(bound):
+def gamma(bound: ArrayLike) -> jax.Array:
   """Assumption 2.1: gamma = 1 / (2 + exp(-B) + exp(B)), the smallest sigmoid'(z) over |z| <= B."""
   _checks.check_positive("bound", bound)
   return 1.0 / (2.0 + jnp.exp(-bound) + jnp.exp(bound))
@@ -32,7 +33,7 @@ def _weights(y, mask, dtype):
   return jnp.ones(y.shape, dtype) if mask is None else jnp.asarray(mask, dtype)
 
 
-def bt_log_likelihood(theta, dphi, y, mask=None):
+def bt_log_likelihood(theta: ArrayLike, dphi: ArrayLike, y: ArrayLike, mask: ArrayLike | None = None) -> jax.Array:
   """Eq. (3): sum_i y_i log sigmoid(<theta, dphi_i>) + (1 - y_i) log sigmoid(-<theta, dphi_i>).
 
   Args:
@@ -60,7 +61,8 @@ class BTMLEResult(NamedTuple):
   converged: jax.Array  # stationarity <= tol
 
 
-def bt_mle(dphi, y, bound, mask=None, *, tol=None, max_iter=100, return_info=False):
+def bt_mle(dphi: ArrayLike, y: ArrayLike, bound: ArrayLike, mask: ArrayLike | None = None, *,
+    tol: float | None = None, max_iter: int = 100, return_info: bool = False) -> Any:
   """theta_MLE = argmax_{||theta|| <= bound} of Eq. (3) (Section 2.2), by projected Newton.
 
   gshf_jax.ball.minimize_in_ball on the mean negative log-likelihood: each step minimizes its

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gshf_jax import _checks
+from jax.typing import ArrayLike
 
 
 def _check_candidates(rewards, valid, num_samples):
@@ -25,7 +26,8 @@ def _check_candidates(rewards, valid, num_samples):
         f"accepted range is 1..{num_valid}")
 
 
-def rso_rejection_sample(key, rewards, beta, num_samples, valid=None):
+def rso_rejection_sample(key: jax.Array, rewards: ArrayLike, beta: ArrayLike, num_samples: int,
+    valid: ArrayLike | None = None) -> jax.Array:
   """Statistical rejection sampling, Algorithm 1 of Liu et al. (2023, RSO), exact in distribution.
 
   Targets pi0 exp(r / beta) from K candidates drawn from pi0. Passes over the remaining candidates in
@@ -72,7 +74,8 @@ def rso_rejection_sample(key, rewards, beta, num_samples, valid=None):
   return accepted
 
 
-def rso_pairs(key, rewards, beta, num_pairs, valid=None):
+def rso_pairs(key: jax.Array, rewards: ArrayLike, beta: ArrayLike, num_pairs: int,
+    valid: ArrayLike | None = None) -> tuple[jax.Array, jax.Array]:
   """Appendix H's RSO pair construction: rejection-sample 2n candidates, shuffle, pair them up.
 
   `rso_rejection_sample` draws 2 * num_pairs candidates; a random permutation orders them; consecutive
@@ -98,7 +101,7 @@ def rso_pairs(key, rewards, beta, num_pairs, valid=None):
   return jnp.where(first_wins, first, second), jnp.where(first_wins, second, first)
 
 
-def acceptance_rate(ref_logp, reward, eta):
+def acceptance_rate(ref_logp: ArrayLike, reward: ArrayLike, eta: ArrayLike) -> jax.Array:
   """Appendix E.2: expected acceptance of one rejection-sampling draw from pi0 towards pi0 exp(r / eta).
 
     E_{a ~ pi0}[exp((r(a) - max r) / eta)],  the maximum taken over pi0's support.
@@ -120,7 +123,7 @@ def acceptance_rate(ref_logp, reward, eta):
   return jnp.exp(jax.nn.logsumexp(ref_logp + gap / eta, axis=-1))
 
 
-def multistep_etas(eta, num_steps):
+def multistep_etas(eta: ArrayLike, num_steps: int) -> jax.Array:
   """Figure 3 / Appendix E.2: the KL path eta_i = N * eta / i, i = 1..N, ending at eta_N = eta.
 
   Multi-step RSO samples towards pi0 exp(r / eta_i) from the step-(i-1) policy; each step tilts by
@@ -140,7 +143,7 @@ def multistep_etas(eta, num_steps):
   return num_steps * eta / steps
 
 
-def best_of_n_logprobs(logp, reward, n):
+def best_of_n_logprobs(logp: ArrayLike, reward: ArrayLike, n: int) -> jax.Array:
   """Exact best-of-n policy (Appendix A.2, Section 5.2) on a finite action set.
 
   Draw n actions i.i.d. from pi, output the one of highest reward, ties to the lower action index.
@@ -174,7 +177,7 @@ def best_of_n_logprobs(logp, reward, n):
   return jnp.take_along_axis(sorted_out, inverse, axis=-1)
 
 
-def best_of_n_kl_bound(n):
+def best_of_n_kl_bound(n: int) -> float | jax.Array:
   """Section 5.2: KL(best-of-n || pi) <= log n - (n - 1) / n (Beirami et al. 2024)."""
   _checks.check_positive("n", n)
   return math.log(n) - (n - 1) / n if isinstance(n, (int, float)) else jnp.log(n) - (n - 1) / n

@@ -6,9 +6,10 @@ import numpy as np
 
 from gshf_jax import _checks
 from gshf_jax.preference import gamma
+from jax.typing import ArrayLike
 
 
-def covariance(dphi, lam, mask=None, scale=1.0):
+def covariance(dphi: ArrayLike, lam: ArrayLike, mask: ArrayLike | None = None, scale: ArrayLike = 1.0) -> jax.Array:
   """Sigma = lam * I + scale * sum_i dphi_i dphi_i^T (Section 2.3).
 
   `scale = 1` gives Sigma_D of Section 2.3; `scale = 1/m` with data of m pairs per batch gives the
@@ -34,7 +35,7 @@ def covariance(dphi, lam, mask=None, scale=1.0):
   return lam * jnp.eye(d, dtype=dphi.dtype) + scale * (dphi.T @ dphi)
 
 
-def elliptical_norm(v, cov):
+def elliptical_norm(v: ArrayLike, cov: ArrayLike) -> jax.Array:
   """||v||_{Sigma^{-1}} = sqrt(v^T Sigma^{-1} v), batched over v's leading axes, via Cholesky; its
   gradient at v = 0 is 0 (a subgradient of the norm there), not NaN.
 
@@ -60,7 +61,7 @@ def elliptical_norm(v, cov):
   return norms.reshape(v.shape[:-1])
 
 
-def confidence_radius(dim, delta, bound, lam, n=None):
+def confidence_radius(dim: int, delta: float, bound: ArrayLike, lam: ArrayLike, n: int = None) -> jax.Array:
   """beta of Lemma G.3 / Theorem 3.1 with the unspecified absolute constant C set to 1.
 
   With n = None, the radius for the unnormalized Sigma_D = lam I + sum dphi dphi^T:

@@ -67,7 +67,7 @@ def test_llm_models_import_nothing_from_training_or_preference():
 
 @pytest.mark.parametrize("layer, forbidden", [
     ("inference", ("llm.training", "llm.preference", "llm.builtin", "llm.cli")),
-    ("parallel", ("llm.training", "llm.preference", "llm.builtin", "llm.cli", "llm.inference")),
+    ("parallel", ("llm.models", "llm.training", "llm.preference", "llm.builtin", "llm.cli", "llm.inference")),
     ("training", ("llm.preference", "llm.builtin", "llm.cli")),
     ("preference", ("llm.builtin", "llm.cli")),
 ])

@@ -77,3 +77,14 @@ def test_experiment_cli_rejects_bad_arguments():
     proc = subprocess.run([sys.executable, "-m", "bandit_sim.experiment", *args], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "--seeds" in proc.stderr or "invalid choice" in proc.stderr
+
+
+def test_readme_python_quick_starts_run():
+  """The README's Python quick starts (those that need no checkpoint on disk) run as written."""
+  readme = (ROOT / "README.md").read_text()
+  blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
+  runnable = [b for b in blocks if "path/to" not in b]
+  assert len(runnable) == 2
+  for block in runnable:
+    proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]

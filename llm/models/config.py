@@ -6,6 +6,7 @@ dtype activations and matmuls run in.
 """
 
 import dataclasses
+from typing import Any
 
 import jax.numpy as jnp
 
@@ -71,7 +72,7 @@ class ModelConfig:
     return DTYPES[self.param_dtype]
 
 
-def from_hf(hf_config, **overrides):
+def from_hf(hf_config: Any, **overrides: Any) -> ModelConfig:
   """ModelConfig from a transformers PretrainedConfig (or its to_dict()); overrides e.g. dtype="bfloat16".
 
   Raises ValueError naming the model_type when the architecture is not supported.
@@ -91,7 +92,7 @@ def from_hf(hf_config, **overrides):
   return dataclasses.replace(config, **overrides)
 
 
-def to_hf(config):
+def to_hf(config: ModelConfig) -> Any:
   """A transformers PretrainedConfig for `config` (the architecture written to config.json)."""
   heads = config.num_labels is not None
   causal_lm, sequence_classification = config.family.architectures(config.model_type)

@@ -8,6 +8,7 @@ param_table) plus the head; linear weights are stored [out, in] by transformers 
 
 import json
 import os
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,7 @@ from flax import nnx
 
 from gshf_jax import atomic
 from llm.models import config as model_config
+from llm.models.config import ModelConfig
 from llm.models.layers import INIT_STD
 from llm.models.transformer import Transformer
 
@@ -25,7 +27,7 @@ SINGLE_FILE = "model.safetensors"
 IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
 
 
-def param_table(config):
+def param_table(config: ModelConfig) -> dict[str, tuple[tuple, bool]]:
   """{HF tensor name: (our parameter path, transpose)} for every parameter: the family's table for the
   body, then the head (score, or an untied LM head)."""
   table = dict(config.family.param_table(config))
@@ -36,7 +38,7 @@ def param_table(config):
   return table
 
 
-def tensor_files(path):
+def tensor_files(path: str) -> dict[str, str]:
   """{tensor name: safetensors file} of a checkpoint folder (single file or sharded index)."""
   index = os.path.join(path, INDEX_FILE)
   if os.path.exists(index):
@@ -53,7 +55,9 @@ def tensor_files(path):
     return {name: single for name in f.keys()}
 
 
-def load_hf_checkpoint(path, dtype="float32", mesh=None, rules=None, *, new_head_seed=None, **config_overrides):
+def load_hf_checkpoint(path: str, dtype: str = "float32", mesh: jax.sharding.Mesh | None = None,
+                       rules: Sequence[tuple[str, Any]] | None = None, *, new_head_seed: int | None = None,
+                       **config_overrides: Any) -> tuple[Transformer, ModelConfig]:
   """(model, config) from a local HF folder.
 
   Args:
@@ -133,7 +137,7 @@ def load_hf_checkpoint(path, dtype="float32", mesh=None, rules=None, *, new_head
   return model, config
 
 
-def save_hf_checkpoint(model, path, *, max_shard_bytes=None):
+def save_hf_checkpoint(model: Transformer, path: str, *, max_shard_bytes: int | None = None) -> None:
   """Write `model` as an HF folder (config.json + safetensors, sharded above max_shard_bytes) that
   transformers' AutoModelForCausalLM / AutoModelForSequenceClassification loads. Atomic: written to a
   temporary folder next to `path`, then renamed over it."""

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from llm.models import attention
+from llm.models.config import ModelConfig
 from llm.models.layers import INIT_STD, annotated
 
 
@@ -104,10 +105,10 @@ def _vocab_logits_bwd(residuals, g):
 vocab_logits.defvjp(_vocab_logits_fwd, _vocab_logits_bwd)
 
 
-def init_model(config, seed=0):
+def init_model(config: ModelConfig, seed: int = 0) -> "Transformer":
   """A randomly initialized Transformer (normal(0.02) weights, as transformers initializes)."""
   return Transformer(config, rngs=nnx.Rngs(seed))
 
 
-def param_count(model):
+def param_count(model: nnx.Module) -> int:
   return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from gshf_jax import bt_log_likelihood, dpo_loss, gibbs_logprobs, hinge_loss, ipo_loss, reward_loss
+from gshf_jax import (PAIRWISE_LOSSES, bt_log_likelihood, check_options, dpo_loss, gibbs_logprobs, hinge_loss,
+                      ipo_loss, pairwise_loss, reward_loss)
 
 
 def log_sigmoid(z):
@@ -89,3 +90,24 @@ def test_pessimistic_dpo_population_optimum_is_gibbs_of_penalized_reward():
   got = np.exp(population_dpo_optimum(ref, reward, eta, bonus))
   np.testing.assert_allclose(got, np.exp(gibbs_logprobs(ref, reward - bonus, eta)), atol=1e-6)
   assert not np.allclose(got, np.exp(gibbs_logprobs(ref, reward, eta)), atol=1e-3)
+
+
+def test_registry_has_one_signature_and_refuses_options_a_loss_cannot_honour():
+  args = (-1.0, -2.0, -1.5, -1.5, 0.1)
+  for name, (loss, honoured) in PAIRWISE_LOSSES.items():
+    assert pairwise_loss(name) is loss
+    assert np.isfinite(float(loss(*args, margin=None, label_smoothing=0.0)))  # the shared signature
+    if "margin" in honoured:  # the margin reaches the loss: z = beta * h + margin
+      assert float(loss(*args, margin=0.3)) != float(loss(*args))
+    else:
+      with pytest.raises(ValueError, match=f"the {name} loss takes no margin"):
+        loss(*args, margin=0.3)
+    if "label_smoothing" in honoured:
+      assert float(loss(*args, label_smoothing=0.2)) != float(loss(*args))
+    else:
+      with pytest.raises(ValueError, match=f"the {name} loss takes no label_smoothing"):
+        loss(*args, label_smoothing=0.2)
+  assert set(PAIRWISE_LOSSES) == {"dpo", "hinge", "ipo"}
+  with pytest.raises(ValueError, match="unknown pairwise loss 'kto'; registered: \\['dpo', 'hinge', 'ipo'\\]"):
+    pairwise_loss("kto")
+  check_options("dpo", margin=True, label_smoothing=0.5)  # DPO honours both
