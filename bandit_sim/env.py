@@ -8,10 +8,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 import gshf_jax as g
 from gshf_jax import _checks
-from jax.typing import ArrayLike
 
 
 class LinearBandit(NamedTuple):

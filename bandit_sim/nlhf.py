@@ -1,6 +1,6 @@
 """Nash learning from human feedback (NLHF) on the exact bandit: a general, possibly intransitive
 preference oracle, its KL-regularized game, and offline and batch-online learning (Ye et al. 2024,
-reference/nlhf_general_preference_abstract.txt; Munos et al. 2023).
+"Online Iterative RLHF with General Preference Model"; Munos et al. 2023).
 
 The oracle: P*(x, a1, a2) = sigmoid(<theta*, psi(x, a1, a2)>) with the antisymmetric pair feature
 

@@ -12,10 +12,10 @@ import tempfile
 
 import jax
 import numpy as np
-
-from llm.models import hf_io
-from llm.inference import sampling
 from llm_step import hf_llama, median_times  # benchmarks/ is the script's folder, on sys.path
+
+from llm.inference import sampling
+from llm.models import hf_io
 
 
 def main():

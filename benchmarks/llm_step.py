@@ -22,8 +22,8 @@ from flax import nnx
 
 from llm.models import attention
 from llm.models import config as model_config
-from llm.training import step as train_step
 from llm.models.transformer import init_model
+from llm.training import step as train_step
 
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12, "TPU v5 lite": 197e12,
               "TPU v5p": 459e12, "TPU v6 lite": 918e12}

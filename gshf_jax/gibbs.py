@@ -5,9 +5,9 @@ A policy over K actions is its log-probabilities `logp [..., K]`; leading axes i
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from gshf_jax import _checks
-from jax.typing import ArrayLike
 
 
 def gibbs_logprobs(ref_logp: ArrayLike, reward: ArrayLike, eta: ArrayLike) -> jax.Array:

@@ -15,9 +15,9 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from gshf_jax import _checks
-from jax.typing import ArrayLike
 
 
 def log_ratio_margin(pi_c: ArrayLike, pi_r: ArrayLike, ref_c: ArrayLike, ref_r: ArrayLike) -> jax.Array:

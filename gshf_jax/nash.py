@@ -5,7 +5,7 @@ For a general preference pref[a1, a2] = P(a1 beats a2) with pref + pref^T = 1, t
   J(pi1, pi2) = E_x[ pi1^T P pi2 - eta KL(pi1 || pi0) + eta KL(pi2 || pi0) ],
 
 pi1 maximizes, pi2 minimizes. It is symmetric and has a unique Nash equilibrium (pi*, pi*),
-pi* ∝ pi0 exp(P pi* / eta) (Ye et al. 2024, reference/nlhf_general_preference_abstract.txt; Munos et al.
+pi* ∝ pi0 exp(P pi* / eta) (Ye et al. 2024, "Online Iterative RLHF with General Preference Model"; Munos et al.
 2023). Per context: `ref_logp [..., K]`, `pref [..., K, K]`; the context average E_x is uniform over the
 leading axes, or weighted by `context_probs [X]` over the first axis when given.
 """
@@ -13,10 +13,10 @@ leading axes, or weighted by `context_probs [X]` over the first axis when given.
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from gshf_jax import _checks
 from gshf_jax.gibbs import kl
-from jax.typing import ArrayLike
 
 
 def _check_game(ref_logp, pref, eta, *logps):

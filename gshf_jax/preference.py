@@ -9,9 +9,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from gshf_jax import _checks, ball
-from jax.typing import ArrayLike
 
 
 def gamma(bound: ArrayLike) -> jax.Array:

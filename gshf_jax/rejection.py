@@ -6,9 +6,9 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from gshf_jax import _checks
-from jax.typing import ArrayLike
 
 
 def _check_candidates(rewards, valid, num_samples):

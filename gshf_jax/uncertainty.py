@@ -3,10 +3,10 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from gshf_jax import _checks
 from gshf_jax.preference import gamma
-from jax.typing import ArrayLike
 
 
 def covariance(dphi: ArrayLike, lam: ArrayLike, mask: ArrayLike | None = None, scale: ArrayLike = 1.0) -> jax.Array:

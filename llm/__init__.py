@@ -4,7 +4,7 @@
   inference/   tokenizer, sampling, log-probs
   parallel/    mesh and sharding rules, multi-process
   training/    config, data, train step, loop, checkpoints, trainers (SFT, reward, DPO family)
-  preference/  oracles, evaluation, the paper's pipelines
+  preference/  oracles, evaluation, the sample / label / evaluate stages, the paper's pipelines
   builtin/     the built-in task of `python -m llm`
   cli          the command line
 

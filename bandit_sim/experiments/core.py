@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import gshf_jax as g
-from bandit_sim.experiments._common import Claim, log_log_slope, pyplot
+from bandit_sim.experiments._common import Claim, log_log_slope, over_seeds, pyplot
 
 
 def random_bt_data(key, n, d, theta_star):
@@ -35,8 +35,7 @@ def mle_errors(key, sizes, *, seeds, dim, bound, lam):
     sigma_norm = jnp.sqrt(err @ g.covariance(dphi, lam) @ err)
     return jnp.linalg.norm(err), sigma_norm, info.converged
 
-  keys = jax.random.split(key, seeds)
-  out = [jax.jit(jax.vmap(lambda k: one(k, n)))(keys) for n in sizes]
+  out = [over_seeds(one, key, seeds, n) for n in sizes]
   l2, sigma, converged = (np.stack([np.asarray(o[i]) for o in out]) for i in range(3))
   return l2, sigma, converged  # each [len(sizes), seeds]
 

@@ -9,12 +9,20 @@ minimum certifies that each is a minimizer.
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import gshf_jax as g
 from bandit_sim import env as bandit
 from bandit_sim import offline
-from bandit_sim.experiments._common import COVERAGES, ENV, LAM, Claim, behaviour_policy, mean_and_stderr, pyplot
+from bandit_sim.experiments._common import (
+  COVERAGES,
+  ENV,
+  LAM,
+  Claim,
+  behaviour_policy,
+  mean_and_stderr,
+  over_seeds,
+  pyplot,
+)
 
 PESSIMISM, N_FOR_SIGMA = 1.0, 100
 MAX_SEEDS = 20  # exact population quantities: seeds only show that nothing hinges on one instance
@@ -81,7 +89,7 @@ def compute(key, *, seeds, quick, progress):
   """Appendix E.1 over seeds; returns (results, arrays) (every number is in results)."""
   progress("coverage: population DPO optima")
   seeds = min(seeds, 8 if quick else MAX_SEEDS)
-  out = jax.tree.map(np.asarray, jax.jit(jax.vmap(one_seed))(jax.random.split(key, seeds)))
+  out = over_seeds(one_seed, key, seeds)
   results = {"env": ENV, "pessimism": PESSIMISM, "n_for_sigma": N_FOR_SIGMA, "seeds": seeds,
              "max_loss_gap": float(max(v.max() for k, v in out.items() if k.endswith("loss_gap"))),
              **{k: mean_and_stderr(v) for k, v in out.items()},

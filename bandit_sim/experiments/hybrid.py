@@ -14,9 +14,19 @@ import numpy as np
 import gshf_jax as g
 from bandit_sim import env as bandit
 from bandit_sim import online
-from bandit_sim.experiments._common import (ENV, LAM, ONLINE_BETA, Claim, fmt, map_seeds, mean_and_stderr, paired,
-                                            per_seed, pyplot, sign_verdict)
-
+from bandit_sim.experiments._common import (
+  ENV,
+  LAM,
+  ONLINE_BETA,
+  Claim,
+  fmt,
+  map_seeds,
+  mean_and_stderr,
+  paired,
+  per_seed,
+  pyplot,
+  sign_verdict,
+)
 
 
 def coverage_norm(env, data, z, lam, mask=None):

@@ -13,8 +13,17 @@ import numpy as np
 from bandit_sim import env as bandit
 from bandit_sim import nlhf
 from bandit_sim.experiments import _common
-from bandit_sim.experiments._common import (Claim, fmt, map_seeds, mean_and_stderr, paired, per_seed, pyplot,
-                                            sign_verdict, significantly_negative)
+from bandit_sim.experiments._common import (
+  Claim,
+  fmt,
+  map_seeds,
+  mean_and_stderr,
+  paired,
+  per_seed,
+  pyplot,
+  sign_verdict,
+  significantly_negative,
+)
 
 ENV = dict(num_contexts=10, num_actions=8, dim=4, bound=2.0, eta=0.1)
 INTRANSITIVITY = 0.7  # share of ||theta*|| in the bilinear (intransitive) part, offline and online runs

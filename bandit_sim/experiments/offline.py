@@ -13,9 +13,21 @@ import numpy as np
 import gshf_jax as g
 from bandit_sim import env as bandit
 from bandit_sim import offline
-from bandit_sim.experiments._common import (COVERAGES, DELTA, ENV, LAM, Claim, behaviour_policy, log_log_slope,
-                                            mean_and_stderr, over_seeds, pad_features, pyplot,
-                                            significantly_negative, stack_trees)
+from bandit_sim.experiments._common import (
+  COVERAGES,
+  DELTA,
+  ENV,
+  LAM,
+  Claim,
+  behaviour_policy,
+  log_log_slope,
+  mean_and_stderr,
+  over_seeds,
+  pad_features,
+  pyplot,
+  significantly_negative,
+  stack_trees,
+)
 
 PRACTICAL_BETA = 1.0  # the theory's beta (C = 1) is ~25 here; the method table also uses this one
 METHODS = ("mle", "I", "II", "dpo", "pdpo", "dpo_tabular", "pdpo_tabular")

@@ -16,10 +16,26 @@ import numpy as np
 import gshf_jax as g
 from bandit_sim import env as bandit
 from bandit_sim import online
-from bandit_sim.experiments._common import (DELTA, ENHANCER_NAMES, ENV, FAST_ENHANCER, LAM, ONLINE_BETA, Claim,
-                                            behaviour_policy, fmt, map_seeds, mean_and_stderr, pad_features, paired,
-                                            per_seed, pyplot, significantly_negative, significantly_positive,
-                                            stack_trees)
+from bandit_sim.experiments._common import (
+  DELTA,
+  ENHANCER_NAMES,
+  ENV,
+  FAST_ENHANCER,
+  LAM,
+  ONLINE_BETA,
+  Claim,
+  behaviour_policy,
+  fmt,
+  map_seeds,
+  mean_and_stderr,
+  pad_features,
+  paired,
+  per_seed,
+  pyplot,
+  significantly_negative,
+  significantly_positive,
+  stack_trees,
+)
 
 
 def lemma_4_3_beta(dim, num_iterations, batch_size):

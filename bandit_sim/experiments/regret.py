@@ -13,8 +13,18 @@ import numpy as np
 
 from bandit_sim import env as bandit
 from bandit_sim import online
-from bandit_sim.experiments._common import (ENHANCER_NAMES, ENV, FAST_ENHANCER, LAM, ONLINE_BETA, Claim,
-                                            log_log_slope, map_seeds, per_seed, pyplot)
+from bandit_sim.experiments._common import (
+  ENHANCER_NAMES,
+  ENV,
+  FAST_ENHANCER,
+  LAM,
+  ONLINE_BETA,
+  Claim,
+  log_log_slope,
+  map_seeds,
+  per_seed,
+  pyplot,
+)
 
 NAMES = ("uncertainty", "reference", "random_pairs")
 

@@ -16,10 +16,10 @@ from typing import Callable
 import numpy as np
 from flax import nnx
 
-from llm.training import data
-from llm.parallel import distributed
 from llm.inference import logprobs
 from llm.inference import tokenizer as tok
+from llm.parallel import distributed
+from llm.training import data
 
 
 @dataclasses.dataclass

@@ -18,10 +18,8 @@ import jax
 from flax import nnx
 
 from gshf_jax import atomic
-from llm.training import checkpoint
-from llm.training import data
-from llm.parallel import distributed
-from llm.parallel import sharding
+from llm.parallel import distributed, sharding
+from llm.training import checkpoint, data
 from llm.training import step as train_step
 
 

@@ -23,12 +23,11 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from gshf_jax import atomic, losses
-from llm.training import data
-from llm.parallel import distributed
-from llm.models import hf_io
 from llm.inference import logprobs
-from llm.parallel import sharding
 from llm.inference import tokenizer as tok
+from llm.models import hf_io
+from llm.parallel import distributed, sharding
+from llm.training import data
 from llm.training.config import require_file, to_dict
 from llm.training.loop import train
 

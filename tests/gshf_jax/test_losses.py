@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from gshf_jax import (PAIRWISE_LOSSES, bt_log_likelihood, check_options, dpo_loss, gibbs_logprobs, hinge_loss,
-                      ipo_loss, pairwise_loss, reward_loss)
+from gshf_jax import (
+  PAIRWISE_LOSSES,
+  bt_log_likelihood,
+  check_options,
+  dpo_loss,
+  gibbs_logprobs,
+  hinge_loss,
+  ipo_loss,
+  pairwise_loss,
+  reward_loss,
+)
 
 
 def log_sigmoid(z):

@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given
-
 from scipy.optimize import minimize
 
 from gshf_jax import best_response, duality_gap, game_value, kl, nash_equilibrium, saddle_point

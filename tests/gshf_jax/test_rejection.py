@@ -12,8 +12,16 @@ import pytest
 from hypothesis import given
 from scipy.stats import chi2_contingency, chisquare
 
-from gshf_jax import (acceptance_rate, best_of_n_kl_bound, best_of_n_logprobs, gibbs_logprobs, kl,
-                      multistep_etas, rso_pairs, rso_rejection_sample)
+from gshf_jax import (
+  acceptance_rate,
+  best_of_n_kl_bound,
+  best_of_n_logprobs,
+  gibbs_logprobs,
+  kl,
+  multistep_etas,
+  rso_pairs,
+  rso_rejection_sample,
+)
 
 REWARDS = np.array([0.3, -0.4, 0.9, 0.1, 0.85])
 BETA = 0.5

@@ -1,4 +1,4 @@
-"""Bad arguments raise ValueError naming the argument (DESIGN.md, Conventions)."""
+"""Bad arguments raise ValueError naming the argument (docs/architecture.md)."""
 
 import jax
 import jax.numpy as jnp

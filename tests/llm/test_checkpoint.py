@@ -9,10 +9,10 @@ import optax
 import transformers
 from flax import nnx
 
-from llm.training import checkpoint
 from llm.models import config as model_config
-from llm.training import step as train_step
 from llm.models.transformer import init_model
+from llm.training import checkpoint
+from llm.training import step as train_step
 
 
 def test_round_trip_and_max_to_keep(tmp_path):

@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
+from llm.inference import tokenizer as tok
 from llm.training import config as C
 from llm.training import data
-from llm.inference import tokenizer as tok
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

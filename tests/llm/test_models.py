@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from llm.models import hf_io
-from llm.inference import logprobs
+from llm.inference import logprobs, sampling
 from llm.models import config as model_config
-from llm.inference import sampling
+from llm.models import hf_io
 from llm.models.transformer import init_model
+
 FAMILIES = ["gpt2", "llama", "llama3_tied_bias", "mistral_window", "qwen2"]  # conftest.hf_configs
 
 

@@ -9,16 +9,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tiny
 from flax import nnx
 
-import tiny
 from llm import cli
-from llm.preference import evaluate
-from llm.models import hf_io
-from llm.preference import oracle
 from llm.inference import sampling
-from llm.training import config as C
 from llm.inference import tokenizer as tok
+from llm.models import hf_io
+from llm.preference import evaluate, oracle
+from llm.training import config as C
 
 
 def test_bradley_terry_and_argmax_labels():

@@ -10,13 +10,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from llm.builtin import run as builtin
 from llm import cli
-from llm.training import data
-from llm.preference import oracle
-from llm.preference import pipelines
+from llm.builtin import run as builtin
 from llm.builtin import task as review_task
-from llm.training import trainers
+from llm.preference import oracle, pipelines
+from llm.training import data, trainers
 from llm.training.config import with_overrides
 
 

@@ -15,17 +15,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tiny
 from safetensors.numpy import load_file
 
-import tiny
 from gshf_jax import losses
 from llm import cli
-from llm.training import data
+from llm.inference import tokenizer as tok
 from llm.models import hf_io
 from llm.preference import oracle
-from llm.training import trainers
 from llm.training import config as C
-from llm.inference import tokenizer as tok
+from llm.training import data, trainers
 from llm.training.loop import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -34,9 +34,9 @@ def build(folder, *, hidden=32, layers=2, seed=0):
   """Writes folder/{policy (HF Llama + tokenizer), train.jsonl, eval.jsonl, prompts.jsonl}; returns paths."""
   import transformers
 
-  from llm.models import hf_io
-  from llm.models import config as model_config
   from llm.inference import tokenizer
+  from llm.models import config as model_config
+  from llm.models import hf_io
   from llm.models.transformer import init_model
 
   os.makedirs(folder, exist_ok=True)

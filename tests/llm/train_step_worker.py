@@ -22,9 +22,9 @@ def main():
   from jax.experimental import multihost_utils
 
   from llm.models import config as model_config
+  from llm.models.transformer import init_model
   from llm.parallel import sharding
   from llm.training import step as train_step
-  from llm.models.transformer import init_model
 
   config = model_config.from_hf(transformers.LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64,
                                                          num_hidden_layers=2, num_attention_heads=4,
