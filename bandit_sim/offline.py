@@ -153,6 +153,8 @@ def offline_gshf(env, data, *, option, beta, lam, nu=None, mask=None):
   option "II": Gibbs policy (Definition 2.2) of r_MLE - beta * Gamma, Gamma(x, a) = ||phi(x, a) -
     nu||_{Sigma_off^{-1}}; "I": argmax of Eq. (5) over the Gibbs class (solve_option_one); "mle": the
     Gibbs policy of r_MLE, no pessimism. nu defaults to E_{d0}[phi(x, pi0)]; `mask` [n] drops rows.
+  `beta` is the confidence radius of Eq. (5) / (6) (how pessimistic), not a KL coefficient: the KL
+  coefficient is env.eta.
   """
   _check_option_and_beta(option, beta)
   return policy_from_fit(env, fit_offline(env, data, lam=lam, nu=nu, mask=mask), option=option, beta=beta)

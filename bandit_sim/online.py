@@ -239,7 +239,7 @@ def online_gshf(key, env, *, option=None, enhancer=None, num_iterations, batch_s
     option: "I" or "II" (Algorithm 2), or None when `enhancer` is given.
     enhancer: one of ENHANCERS, or its index (may be traced), or None when `option` is given.
     num_iterations, batch_size: T and m, static ints >= 1.
-    beta: >= 0, the beta of Eq. (7) / (8) ("uncertainty" only).
+    beta: >= 0, the confidence radius of Eq. (7) / (8) ("uncertainty" only); the KL coefficient is env.eta.
     lam: > 0, the lambda of Sigma_{t,m}.
     offline_data: optional D_off (Preferences).
     ref_logp: [X, K] pi_ref of Option I (default pi0).

@@ -1,7 +1,7 @@
 """Workarounds for XLA on the CPU, each with the jax version it was seen with and what breaks without it.
-Applied in one place: `apply_cpu_workarounds()` runs before JAX's first computation in every entry point
-(`python -m bandit_sim.experiment`, `python -m llm`, the test suite's conftest, which notebook kernels
-inherit through the environment).
+Applied in one place: `apply_cpu_workarounds()`, called before JAX's first computation by the entry points
+that run the affected vmaps (`python -m bandit_sim.experiment`, `notebooks/execute.py`, and the test
+suite's conftest, whose environment notebook kernels inherit).
 """
 
 import os
