@@ -128,6 +128,7 @@ def sample_comparisons(key: jax.Array, env: LinearBandit, logp1: ArrayLike, logp
   if ctx is None:
     ctx = jax.random.categorical(k_ctx, jnp.log(env.context_probs), shape=(n,))
   _checks.check_shape("ctx", ctx, (n,))
+  _checks.check_index("ctx", ctx, env.ref_logp.shape[-2])
   a1 = jax.random.categorical(k1, logp1[ctx])
   a2 = jax.random.categorical(k2, logp2[ctx])
   y = jax.random.bernoulli(k_y, probability(ctx, a1, a2))
@@ -135,9 +136,22 @@ def sample_comparisons(key: jax.Array, env: LinearBandit, logp1: ArrayLike, logp
   return Preferences(as_int(ctx), as_int(a1), as_int(a2), as_int(y))
 
 
+def check_preferences(env: LinearBandit, data: Preferences) -> None:
+  """ValueError naming the array when a concrete dataset's context or action index is out of range, or a
+  label is not 0 / 1 (skipped for traced data)."""
+  num_contexts, num_actions = env.ref_logp.shape[-2:]
+  _checks.check_index("data.ctx", data.ctx, num_contexts)
+  _checks.check_index("data.a1", data.a1, num_actions)
+  _checks.check_index("data.a2", data.a2, num_actions)
+  _checks.check_index("data.y", data.y, 2)
+
+
 def feature_differences(env: LinearBandit, data: Preferences) -> jax.Array:
-  """dphi_i = phi(x_i, a1_i) - phi(x_i, a2_i), [n, d]."""
-  return env.features[data.ctx, data.a1] - env.features[data.ctx, data.a2]
+  """dphi_i = phi(x_i, a1_i) - phi(x_i, a2_i), [n, d]. Out-of-range indices raise ValueError (concrete
+  data) or give NaN rows (traced data), never another context's or action's features."""
+  check_preferences(env, data)
+  phi = lambda a: env.features.at[data.ctx, a].get(mode="fill", fill_value=jnp.nan)
+  return phi(data.a1) - phi(data.a2)
 
 
 def expected_features(env: LinearBandit, logp: ArrayLike) -> jax.Array:

@@ -29,7 +29,41 @@ def parse_args(argv):
   args = parser.parse_args(argv)
   if args.seeds < 2:
     parser.error(f"--seeds must be an integer >= 2, got {args.seeds}")
+  if not 0 <= args.seed < 2 ** 63:
+    parser.error(f"--seed must be an integer in [0, 2**63), got {args.seed}")
+  problem = unwritable(args.out)
+  if problem:
+    parser.error(f"--out {args.out}: {problem}")
   return args
+
+
+def unwritable(folder):
+  """Why results cannot be written under `folder` (checked before any computation), or None."""
+  existing = os.path.abspath(folder)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    return f"{existing} is not a folder"
+  if not os.access(existing, os.W_OK | os.X_OK):
+    return f"{existing} is not writable"
+  return None
+
+
+def merged_summary(path, name, name_claims, settings):
+  """The aggregate summary.md at `path` with the rows of experiment `name` replaced by a rerun's rows
+  (and the rerun's settings noted), so it never shows rows of a run that was redone."""
+  with open(path) as f:
+    lines = f.read().rstrip("\n").split("\n")
+  new = summary_markdown({name: name_claims}, settings).rstrip("\n").split("\n")[6:]
+  prefix = f"| {name} |"
+  old = [i for i, line in enumerate(lines) if line.startswith(prefix)]
+  at = old[0] if old else len(lines)
+  lines = [line for line in lines[:at] if not line.startswith(prefix)] + new + [
+      line for line in lines[at:] if not line.startswith(prefix)]
+  note = f"Rows of `{name}` from a rerun with settings `{json.dumps(settings, sort_keys=True)}`"
+  lines = [line for line in lines if not line.startswith(f"Rows of `{name}` from a rerun")]
+  lines.insert(3, note)
+  return "\n".join(lines) + "\n"
 
 
 def summary_markdown(name_to_claims, settings):
@@ -49,6 +83,15 @@ def run_experiment(name, key, *, seeds, quick, progress):
 
 
 def main(argv=None):
+  try:
+    return run(argv)
+  except KeyboardInterrupt:
+    print("python -m bandit_sim.experiment: interrupted; finished experiments are in their folders",
+          file=sys.stderr)
+    raise SystemExit(130) from None
+
+
+def run(argv=None):
   apply_cpu_workarounds()
   import jax
   jax.config.update("jax_enable_x64", True)
@@ -76,8 +119,11 @@ def main(argv=None):
     bar.update()
   bar.close()
   summary = summary_markdown(claims, settings)
+  aggregate = os.path.join(args.out, "summary.md")
   if len(names) > 1:
-    atomic.write_text(os.path.join(args.out, "summary.md"), summary)
+    atomic.write_text(aggregate, summary)
+  elif os.path.exists(aggregate):
+    atomic.write_text(aggregate, merged_summary(aggregate, names[0], claims[names[0]], settings))
   if not args.quiet:
     print(summary)
     print(f"wrote {', '.join(os.path.join(args.out, n) for n in names)}")

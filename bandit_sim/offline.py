@@ -186,6 +186,7 @@ def dpo_objective(env, logp, data, *, bonus=None, bonus_scale=0.0, loss="dpo"):
   """Mean DPO loss (Eq. (9)) of a policy on D_off, with KL coefficient eta; with `bonus` Gamma [X, K], the
   pessimistic DPO of Eq. (10) with margin bonus_scale * (Gamma(x, a_w) - Gamma(x, a_l)). loss="hinge"
   is RSO's relu(1 - z) on the same z."""
+  bandit.check_preferences(env, data)
   chosen, rejected = _chosen_rejected(data)
   ctx = data.ctx
   margin = None if bonus is None else bonus_scale * (bonus[ctx, chosen] - bonus[ctx, rejected])

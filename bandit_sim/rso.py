@@ -125,6 +125,7 @@ def total_variation(p, q):
 def sft(env, data, *, steps=2000, learning_rate=0.05):
   """SFT on the preferred responses (Table 1's "SFT" row): Adam on -mean log pi(a_w | x), tabular,
   initialized at log pi0, cosine-decayed learning rate. Returns logp [X, K]."""
+  bandit.check_preferences(env, data)
   chosen = jnp.where(data.y == 1, data.a1, data.a2)
   loss_fn = lambda logits: -jnp.mean(jax.nn.log_softmax(logits, -1)[data.ctx, chosen])
   logits = offline.minimize(loss_fn, env.ref_logp, optax.adam(optax.cosine_decay_schedule(learning_rate, steps)),

@@ -56,3 +56,40 @@ def check_shape(name, array, shape):
   if len(actual) != len(shape) or any(s is not None and s != a for s, a in zip(shape, actual)):
     expected = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
     raise ValueError(f"{name} must have shape {expected}, got {list(actual)}")
+
+
+def check_no_nan(name, value):
+  """Raise ValueError when a concrete `value` holds NaN (skipped for traced values)."""
+  v = concrete(value)
+  if v is not None and np.issubdtype(v.dtype, np.inexact) and np.isnan(v).any():
+    raise ValueError(f"{name} holds NaN at {np.argwhere(np.isnan(v))[:3].tolist()} (first entries)")
+
+
+def check_finite(name, value):
+  """Raise ValueError when a concrete `value` holds NaN or +-inf (skipped for traced values)."""
+  v = concrete(value)
+  if v is not None and np.issubdtype(v.dtype, np.inexact) and not np.isfinite(v).all():
+    raise ValueError(f"{name} must be finite; non-finite at {np.argwhere(~np.isfinite(v))[:3].tolist()} "
+                     "(first entries)")
+
+
+def check_index(name, index, size):
+  """Raise ValueError unless every entry of a concrete integer `index` lies in [0, size)."""
+  v = concrete(index)
+  if v is not None and v.size and (v.min() < 0 or v.max() >= size):
+    bad = v[(v < 0) | (v >= size)]
+    raise ValueError(f"{name} must index [0, {size}); got {bad[:3].tolist()} (first out of range)")
+
+
+def check_same_rank(*named):
+  """`named` = (name, array, ...): the non-scalar arrays have one number of dimensions and broadcast, so a
+  [n] against an [n, 1] (which would broadcast to an [n, n] outer product) is refused."""
+  names, arrays = named[0::2], named[1::2]
+  shapes = {n: np.shape(a) for n, a in zip(names, arrays) if a is not None and np.ndim(a) > 0}
+  described = ", ".join(f"{n} {list(s)}" for n, s in shapes.items())
+  if len({len(s) for s in shapes.values()}) > 1:
+    raise ValueError(f"{', '.join(shapes)} must have the same number of dimensions; got {described}")
+  try:
+    np.broadcast_shapes(*shapes.values())
+  except ValueError:
+    raise ValueError(f"shapes of {', '.join(shapes)} do not broadcast: {described}") from None

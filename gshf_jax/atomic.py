@@ -11,12 +11,20 @@ import tempfile
 from typing import Any, Callable, Iterable
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
 def write_bytes(path: str, data: bytes) -> None:
-  """Writes `data` to `path` atomically, creating the folder if needed."""
+  """Writes `data` to `path` atomically, creating the folder if needed. The file gets the permissions of
+  an ordinary new file under the user's umask (0644 under umask 022), not the temporary file's 0600."""
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
   try:
+    os.fchmod(fd, 0o666 & ~_umask())
     with os.fdopen(fd, "wb") as f:
       f.write(data)
       f.flush()
@@ -52,11 +60,13 @@ def save_figure(fig: Any, path: str, *, dpi: int = 120) -> None:
 
 def write_folder(path: str, fill: Callable[[str], None]) -> None:
   """Creates the folder `path` atomically: fill(tmp) writes into a temporary folder beside it, which is
-  then renamed over `path` (an existing folder at `path` is replaced only once the new one is complete)."""
+  then renamed over `path` (an existing folder at `path` is replaced only once the new one is complete).
+  The folder gets an ordinary new folder's permissions under the user's umask (0755 under umask 022)."""
   parent = os.path.dirname(os.path.abspath(path))
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-")
   try:
+    os.chmod(tmp, 0o777 & ~_umask())
     fill(tmp)
     if os.path.exists(path):
       old = tempfile.mkdtemp(dir=parent, prefix=".old-")

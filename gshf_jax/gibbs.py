@@ -30,7 +30,8 @@ def kl(logp: ArrayLike, logq: ArrayLike) -> jax.Array:
   """KL(p || q) = sum_a p(a) (log p(a) - log q(a)) on the last axis.
 
   Entries with p(a) = 0 contribute 0 (also where q(a) = 0); an entry with p(a) > 0 = q(a) makes the
-  divergence +inf. Gradients stay finite on zero-probability entries.
+  divergence +inf; a NaN anywhere in logp or logq makes it NaN. Gradients stay finite on
+  zero-probability entries.
 
   Args:
     logp, logq: [..., K] log-probabilities.
@@ -43,13 +44,17 @@ def kl(logp: ArrayLike, logq: ArrayLike) -> jax.Array:
   p = jnp.exp(logp)
   support = p > 0
   log_ratio = jnp.where(support, logp - jnp.where(support, logq, 0.0), 0.0)
-  return jnp.sum(jnp.where(support, p * log_ratio, 0.0), axis=-1)
+  divergence = jnp.sum(jnp.where(support, p * log_ratio, 0.0), axis=-1)
+  return jnp.where(jnp.any(jnp.isnan(logp) | jnp.isnan(logq), axis=-1), jnp.nan, divergence)
 
 
 def expectation(logp: ArrayLike, values: ArrayLike) -> jax.Array:
-  """E_{a~p}[values(a)] on the last axis, with zero-probability entries contributing 0."""
-  p = jnp.exp(jnp.asarray(logp))
-  return jnp.sum(jnp.where(p > 0, p * values, 0.0), axis=-1)
+  """E_{a~p}[values(a)] on the last axis, with zero-probability entries contributing 0 (NaN when logp
+  holds NaN, or values hold NaN where p > 0)."""
+  logp = jnp.asarray(logp)
+  p = jnp.exp(logp)
+  mean = jnp.sum(jnp.where(p > 0, p * values, 0.0), axis=-1)
+  return jnp.where(jnp.any(jnp.isnan(logp), axis=-1), jnp.nan, mean)
 
 
 def regularized_value(logp: ArrayLike, ref_logp: ArrayLike, reward: ArrayLike, eta: ArrayLike) -> jax.Array:

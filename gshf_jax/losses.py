@@ -21,7 +21,10 @@ from gshf_jax import _checks
 
 
 def log_ratio_margin(pi_c: ArrayLike, pi_r: ArrayLike, ref_c: ArrayLike, ref_r: ArrayLike) -> jax.Array:
-  """h = (log pi(a_w) - log pi0(a_w)) - (log pi(a_l) - log pi0(a_l)), the implicit reward gap / eta."""
+  """h = (log pi(a_w) - log pi0(a_w)) - (log pi(a_l) - log pi0(a_l)), the implicit reward gap / eta.
+  The non-scalar inputs must have one number of dimensions (a [n] against an [n, 1] is refused: it would
+  broadcast to an [n, n] outer product)."""
+  _checks.check_same_rank("pi_c", pi_c, "pi_r", pi_r, "ref_c", ref_c, "ref_r", ref_r)
   return (jnp.asarray(pi_c) - ref_c) - (jnp.asarray(pi_r) - ref_r)
 
 
@@ -47,6 +50,7 @@ def dpo_loss(pi_c: ArrayLike, pi_r: ArrayLike, ref_c: ArrayLike, ref_r: ArrayLik
   """
   _checks.check_positive("beta", beta)
   _checks.check_in_range("label_smoothing", label_smoothing, 0.0, 0.5)
+  _checks.check_same_rank("pi_c", pi_c, "margin", margin)
   z = beta * log_ratio_margin(pi_c, pi_r, ref_c, ref_r) + (0.0 if margin is None else margin)
   return -(1.0 - label_smoothing) * jax.nn.log_sigmoid(z) - label_smoothing * jax.nn.log_sigmoid(-z)
 
@@ -57,6 +61,7 @@ def hinge_loss(pi_c: ArrayLike, pi_r: ArrayLike, ref_c: ArrayLike, ref_r: ArrayL
   No label smoothing."""
   check_options("hinge", label_smoothing=label_smoothing)
   _checks.check_positive("beta", beta)
+  _checks.check_same_rank("pi_c", pi_c, "margin", margin)
   z = beta * log_ratio_margin(pi_c, pi_r, ref_c, ref_r) + (0.0 if margin is None else margin)
   return jax.nn.relu(1.0 - z)
 
@@ -100,4 +105,5 @@ def pairwise_loss(name: str) -> Callable:
 
 def reward_loss(r_c: ArrayLike, r_r: ArrayLike) -> jax.Array:
   """Bradley-Terry negative log-likelihood of Eq. (3) for one labelled pair: -log_sigmoid(r_c - r_r)."""
+  _checks.check_same_rank("r_c", r_c, "r_r", r_r)
   return -jax.nn.log_sigmoid(jnp.asarray(r_c) - r_r)

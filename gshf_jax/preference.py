@@ -82,9 +82,12 @@ def bt_mle(dphi: ArrayLike, y: ArrayLike, bound: ArrayLike, mask: ArrayLike | No
     return_info: also return iterations, stationarity and a converged flag.
 
   Returns:
-    [d] theta, or a BTMLEResult when return_info.
+    [d] theta, or a BTMLEResult when return_info. Non-finite data raise ValueError when concrete and
+    make theta NaN under jit.
   """
   _check_data(dphi, y, mask)
+  _checks.check_finite("dphi", dphi)
+  _checks.check_no_nan("y", y)
   _checks.check_positive("bound", bound)
   _checks.check_positive_int("max_iter", max_iter)
   dphi = jnp.asarray(dphi)
@@ -102,6 +105,8 @@ def bt_mle(dphi: ArrayLike, y: ArrayLike, bound: ArrayLike, mask: ArrayLike | No
 
   result = ball.minimize_in_ball(neg_mean_ll, jnp.zeros(dphi.shape[1], dtype), bound, tol=tol,
                                  max_iter=max_iter)
+  # Under jit a NaN in the (unmasked) data cannot raise; it makes theta NaN, never a plausible theta = 0.
+  x = jnp.where(jnp.any(jnp.isnan(dphi)) | jnp.any(jnp.isnan(y)), jnp.nan, result.x)
   if return_info:
-    return BTMLEResult(result.x, result.num_iterations, result.stationarity, result.converged)
-  return result.x
+    return BTMLEResult(x, result.num_iterations, result.stationarity, result.converged)
+  return x

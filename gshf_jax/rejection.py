@@ -43,7 +43,8 @@ def rso_rejection_sample(key: jax.Array, rewards: ArrayLike, beta: ArrayLike, nu
     beta: > 0, the rejection sampling coefficient (eta of the target Gibbs policy).
     num_samples: static int, 1 <= num_samples <= number of valid candidates.
     valid: optional [K] bool; invalid candidates are never accepted. If `valid` is traced and has fewer
-      than num_samples True entries, the unfilled slots hold -1.
+      than num_samples True entries, the unfilled slots hold -1. NaN rewards raise ValueError when
+      concrete; under jit a candidate with a NaN reward is never accepted (its slot stays -1).
 
   Returns:
     [num_samples] int32 accepted candidate indices, in acceptance order.
@@ -51,6 +52,7 @@ def rso_rejection_sample(key: jax.Array, rewards: ArrayLike, beta: ArrayLike, nu
   _checks.check_positive_int("num_samples", num_samples)
   rewards = jnp.asarray(rewards)
   _check_candidates(rewards, valid, num_samples)
+  _checks.check_no_nan("rewards", rewards if valid is None else jnp.where(jnp.asarray(valid, bool), rewards, 0.0))
   _checks.check_positive("beta", beta)
   num_candidates = rewards.shape[0]
   uniform_dtype = jnp.promote_types(rewards.dtype, jnp.float32)

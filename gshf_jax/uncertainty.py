@@ -44,12 +44,22 @@ def elliptical_norm(v: ArrayLike, cov: ArrayLike) -> jax.Array:
     cov: [d, d] positive-definite Sigma.
 
   Returns:
-    [...] norms.
+    [...] norms; NaN (under jit) where v holds NaN or cov is not positive definite, which raise
+    ValueError when the arguments are concrete.
   """
   _checks.check_shape("cov", cov, (None, None))
   d = cov.shape[0]
   if np.ndim(v) == 0 or np.shape(v)[-1] != d or cov.shape[1] != d:
     raise ValueError(f"v [..., d] and cov [d, d] must agree on d; got v {np.shape(v)}, cov {np.shape(cov)}")
+  _checks.check_no_nan("v", v)
+  concrete_cov = _checks.concrete(cov)
+  if concrete_cov is not None:
+    _checks.check_finite("cov", concrete_cov)
+    try:
+      np.linalg.cholesky(concrete_cov)
+    except np.linalg.LinAlgError:
+      raise ValueError(f"cov must be positive definite; its least eigenvalue is "
+                       f"{np.linalg.eigvalsh((concrete_cov + concrete_cov.T) / 2).min():.3g}") from None
   v = jnp.asarray(v)
   chol = jnp.linalg.cholesky(cov)
   flat = v.reshape(-1, d).T  # [d, N]
@@ -58,6 +68,8 @@ def elliptical_norm(v: ArrayLike, cov: ArrayLike) -> jax.Array:
   # sqrt through a where: exactly 0 at v = 0 with gradient 0 (a valid subgradient) instead of NaN.
   positive = squared > 0
   norms = jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
+  # NaN input, or a Sigma that is not positive definite (its Cholesky factor holds NaN), gives NaN, never 0.
+  norms = jnp.where(jnp.isnan(squared) | jnp.any(jnp.isnan(chol)), jnp.nan, norms)
   return norms.reshape(v.shape[:-1])
 
 

@@ -84,7 +84,7 @@ def run_evaluate(config):
     prompts, ood = prompts[:e.num_prompts], ood and ood[:e.num_prompts]
   result = stages.evaluate_folder(config, path, prompts, jax.random.key(config.train.seed),
                                   reference=e.reference or config.dpo.reference or None, baseline=e.baseline or None,
-                                  ood_prompts=ood)
+                                  ood_prompts=ood, reference_key="evaluate.reference" if e.reference else "dpo.reference")
   if distributed.is_main_process():
     evaluate.write_report({config.model.path: result}, config.output_dir)
   return result
@@ -109,7 +109,19 @@ def parser():
 
 
 def main(argv=None):
+  """Runs a command; bad settings, a failed file operation, a non-finite run and Ctrl-C end in one line."""
   args = parser().parse_intermixed_args(argv)
+  try:
+    return run(args)
+  except KeyboardInterrupt:
+    print(f"python -m llm {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+    return 130
+  except OSError as e:
+    print(f"python -m llm {args.command}: error: {e.strerror or e} ({e.filename or 'no file name'})", file=sys.stderr)
+    return 1
+
+
+def run(args):
   if args.command == "builtin":
     from llm.builtin import run as builtin
     if args.overrides:

@@ -72,11 +72,40 @@ def test_experiment_cli_writes_complete_results(tmp_path):
   assert table.count("\n| online |") == 7 and table.count("\n| hybrid |") == 5 and table.count("\n| regret |") == 3
 
 
-def test_experiment_cli_rejects_bad_arguments():
-  for args in (["--seeds", "1"], ["nonexistent"]):
+def test_experiment_cli_rejects_bad_arguments(tmp_path):
+  (tmp_path / "a_file").write_text("x")
+  for args, message in ((["--seeds", "1"], "--seeds must be an integer >= 2"), (["nonexistent"], "invalid choice"),
+                        (["--seed", str(2 ** 64)], "--seed must be an integer in [0, 2**63)"),
+                        (["--out", str(tmp_path / "a_file" / "out")], "a_file is not a folder")):
     proc = subprocess.run([sys.executable, "-m", "bandit_sim.experiment", *args], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert "--seeds" in proc.stderr or "invalid choice" in proc.stderr
+    assert message in proc.stderr.splitlines()[-1]  # one line, before any computation
+
+
+def test_a_single_experiment_rerun_replaces_its_rows_in_the_aggregate_summary(tmp_path):
+  (tmp_path / "summary.md").write_text(
+      "# bandit_sim results\n\nSettings: `{}`\n\n| experiment | claim | measured | verdict |\n| --- | --- | --- | --- |\n"
+      "| core | old core row | 1 | holds |\n| gibbs | stale row | 0 | DISAGREE |\n| gibbs | stale row 2 | 0 | x |\n"
+      "| coverage | old coverage row | 2 | holds |\n")
+  experiment.main(["gibbs", "--quick", "--seeds", "2", "--out", str(tmp_path), "--quiet"])
+  text = (tmp_path / "summary.md").read_text()
+  assert "stale row" not in text and text.count("\n| gibbs |") == 2  # the rerun's two rows
+  assert text.index("| core |") < text.index("| gibbs |") < text.index("| coverage |")  # in place
+  assert "old core row" in text and "old coverage row" in text
+  assert "Rows of `gibbs` from a rerun with settings" in text
+
+
+def test_result_files_and_folders_get_the_users_umask(tmp_path):
+  from gshf_jax import atomic
+  old = os.umask(0o022)
+  try:
+    atomic.write_text(str(tmp_path / "a.txt"), "x")
+    atomic.write_folder(str(tmp_path / "model"), lambda folder: atomic.write_text(os.path.join(folder, "w"), "y"))
+  finally:
+    os.umask(old)
+  assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+  assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755
+  assert sorted(os.listdir(tmp_path)) == ["a.txt", "model"]  # no temporary files left
 
 
 def test_readme_python_quick_starts_run():

@@ -8,6 +8,7 @@ import numpy as np
 from llm.inference import sampling
 from llm.preference import evaluate, oracle
 from llm.training import data, trainers
+from llm.training.config import require_file
 
 
 def sample_to_file(model_section, policy, prompts, path, key, *, num_samples, max_new_tokens, temperature,
@@ -36,13 +37,17 @@ def label_to_file(oracle_section, prompts, a, b, path, *, seed):
 
 
 def evaluate_folder(config, policy, prompts, key, *, reference=None, baseline=None, ood_prompts=None,
-                    temperatures=None):
+                    temperatures=None, reference_key="evaluate.reference"):
   """evaluate.evaluate_policy of the policy folder `policy`, judged by config.oracle with config.evaluate's
-  settings: KL against the `reference` folder and win rate against the `baseline` folder (each optional)."""
+  settings: KL against the `reference` folder (named `reference_key` in errors) and win rate against the
+  `baseline` folder (each optional). Every folder is checked before any is loaded."""
   e = config.evaluate
+  for name, folder in ((reference_key, reference), ("evaluate.baseline", baseline)):
+    if folder:
+      require_file(name, folder, folder=True)
   model, tokenizer = trainers.load_model(config.model, None, path=policy)
-  reference_model = trainers.load_model(config.model, None, path=reference)[0] if reference else None
-  baseline_model = trainers.load_model(config.model, None, path=baseline)[0] if baseline else None
+  reference_model = trainers.load_model(config.model, None, path=reference, key=reference_key)[0] if reference else None
+  baseline_model = trainers.load_model(config.model, None, path=baseline, key="evaluate.baseline")[0] if baseline else None
   return evaluate.evaluate_policy(model, tokenizer, oracle.make_oracle(config.oracle), prompts, key,
                                   reference=reference_model, baseline=baseline_model, ood_prompts=ood_prompts,
                                   temperatures=tuple(temperatures or e.temperatures), max_new_tokens=e.max_new_tokens,

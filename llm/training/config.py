@@ -10,6 +10,7 @@ level) that applies only to that command.
 """
 
 import dataclasses
+import math
 import os
 import typing
 
@@ -299,6 +300,10 @@ def get_key(config, key):
 
 def validate(config):
   """Range and choice checks (the per-command file checks happen where the files are opened)."""
+  for key, value in flatten(to_dict(config)):
+    numbers = value if isinstance(value, list) else [value]
+    if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+      raise ValueError(f"{key} must be a finite number, got {value}")
   for key, choices in CHOICES.items():
     if get_key(config, key) not in choices:
       raise ValueError(f"{key} must be one of {[c for c in choices if c]}, got {get_key(config, key)!r}")

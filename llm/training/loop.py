@@ -15,6 +15,7 @@ import math
 import os
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from gshf_jax import atomic
@@ -94,6 +95,12 @@ def train(model, loss_fn, arrays, config, out_dir, *, eval_arrays=None, mesh=Non
       if evaluate and config.eval_every and done % config.eval_every == 0 and done < steps:
         logger.log(done, evaluate(params))
       if done % config.save_every == 0 or done == steps:
+        if not bool(all_finite(params)):  # a checkpoint is written only when every parameter is finite
+          last = mngr.latest_step()
+          raise FloatingPointError(
+              f"{description}: non-finite parameters after step {done}; not saved, stopped. The last good "
+              f"checkpoint is {'step ' + str(last) if last is not None else 'none'} in {mngr.directory} "
+              "(check train.learning_rate and train.max_grad_norm, then rerun to resume from it)")
         checkpoint.save(mngr, checkpoint.TrainState(params, opt_state, done, rng, done * config.batch_size))
   finally:
     bar.close()
@@ -104,6 +111,12 @@ def train(model, loss_fn, arrays, config, out_dir, *, eval_arrays=None, mesh=Non
   logger.close()
   nnx.update(model, params)
   return result
+
+
+@jax.jit
+def all_finite(tree):
+  """Whether every entry of every array in `tree` is finite (one fused reduction)."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 def make_evaluator(graphdef, loss_fn, arrays, micro, mesh):

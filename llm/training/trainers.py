@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -103,9 +104,10 @@ def compute_dtype(section):
   return section.compute_dtype or section.param_dtype
 
 
-def load_model(section, mesh, *, path=None, **overrides):
-  """(model, tokenizer) of an llm.training.config.ModelSection (or another folder `path`), placed on `mesh`."""
-  path = require_file("model.path", path or section.path, folder=True)
+def load_model(section, mesh, *, path=None, key="model.path", **overrides):
+  """(model, tokenizer) of an llm.training.config.ModelSection (or another folder `path`, named by the
+  config key `key` in errors), placed on `mesh`."""
+  path = require_file(key if path else "model.path", path or section.path, folder=True)
   model, _ = hf_io.load_hf_checkpoint(path, dtype=compute_dtype(section), mesh=mesh, param_dtype=section.param_dtype,
                                       remat=section.remat, **overrides)
   tokenizer = tok.load_tokenizer(section.tokenizer or path)
@@ -182,9 +184,12 @@ def cached_arrays(path, key, compute):
   """The arrays saved at `path` (npz) when their fingerprint is `key`, else compute(), saved atomically by
   process 0. This is how reference log-probs and ensemble uncertainties are computed once per dataset."""
   if os.path.exists(path):
-    with np.load(path) as f:
-      if str(f["fingerprint"]) == key:
-        return {k: f[k] for k in f.files if k != "fingerprint"}
+    try:
+      with np.load(path) as f:
+        if str(f["fingerprint"]) == key:
+          return {k: f[k] for k in f.files if k != "fingerprint"}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+      pass  # a truncated or corrupt cache is recomputed and rewritten
   arrays = compute()
   if distributed.is_main_process():
     buffer = io.BytesIO()
@@ -279,6 +284,8 @@ def run_dpo(config):
   out = config.output_dir
   if finished(out):
     return read_summary(out)
+  if config.dpo.reference:
+    require_file("dpo.reference", config.dpo.reference, folder=True)
   os.makedirs(out, exist_ok=True)
   mesh = make_mesh(config)
   model, tokenizer = load_model(config.model, mesh)
@@ -292,7 +299,8 @@ def run_dpo(config):
     def reference(arrays=arrays):
       if "model" not in loaded:  # pi0 is loaded at most once, and only when a cache is missing
         loaded["model"] = model if reference_path == policy_path else load_model(config.model, mesh,
-                                                                                 path=reference_path)[0]
+                                                                                 path=reference_path,
+                                                                                 key="dpo.reference")[0]
       return reference_logprobs(loaded["model"], arrays, micro, mesh)
 
     key = fingerprint(arrays, reference_path)

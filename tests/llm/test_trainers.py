@@ -3,6 +3,7 @@ computations, SFT's loss falls, reward models reach high accuracy, DPO moves imp
 way, reference log-probs are computed once, a NaN stops the run and keeps the last good checkpoint, a
 SIGKILLed run resumes to the same params, 2 processes equal 1, the paper's config template runs."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -181,6 +182,24 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(assets, tmp
   assert [m["step"] for m in metrics(str(tmp_path))] == []  # log_every = 10: nothing logged before the stop
 
 
+def test_non_finite_parameters_are_never_checkpointed(assets, tmp_path):
+  """An update that makes the parameters non-finite (here an infinite learning rate, which validation
+  refuses, set past it) stops the run before its checkpoint is written: the last checkpoint is finite."""
+  model, _ = hf_io.load_hf_checkpoint(assets["policy"])
+  tokenizer = tok.load_tokenizer(assets["policy"])
+  examples, _ = data.load_examples(assets["train"], "sft")
+  arrays = data.tokenize_sft(tokenizer, examples, 64, 64)
+  config = C.load_config("sft", None, ["train.batch_size=8", "train.save_every=1", "train.progress=false",
+                                       "train.tensorboard=false", "train.warmup_ratio=0"]).train
+  with pytest.raises(FloatingPointError, match=r"non-finite parameters after step 1; not saved.*last good "
+                                               r"checkpoint is none"):
+    train(model, trainers.sft_loss, arrays, dataclasses.replace(config, learning_rate=float("inf")), str(tmp_path))
+  from llm.training import checkpoint
+  assert checkpoint.manager(str(tmp_path / "checkpoints")).latest_step() is None
+  with pytest.raises(ValueError, match="train.learning_rate must be a finite number, got inf"):
+    C.load_config("sft", None, ["train.learning_rate=.inf"])
+
+
 def free_port():
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
@@ -270,3 +289,33 @@ def test_the_paper_template_runs_end_to_end_on_tiny_models(assets, sft, ensemble
   bad = {"data.train": str(tmp_path / "missing.jsonl")}
   assert cli.main(["dpo", "--config", template, *tiny.overrides(assets, tmp_path / "bad", **{**extra, **bad})]) == 2
   assert "data.train: " in capsys.readouterr().err
+  for command, key, settings in (("dpo", "dpo.reference", extra), ("evaluate", "evaluate.reference", evaluate),
+                                 ("evaluate", "evaluate.baseline", evaluate)):
+    missing = {**settings, key: str(tmp_path / "no_such_model")}
+    assert cli.main([command, "--config", template, *tiny.overrides(assets, tmp_path / "bad2", **missing)]) == 2
+    assert f"error: {key}: " in capsys.readouterr().err  # the key of the missing folder, not model.path
+
+
+def test_a_corrupt_reference_cache_is_recomputed(tmp_path):
+  path = str(tmp_path / "reference_logprobs_train.npz")
+  with open(path, "wb") as f:
+    f.write(b"PK\x03\x04 truncated")
+  calls = []
+  compute = lambda: calls.append(1) or {"ref_chosen": np.arange(3.0)}
+  np.testing.assert_array_equal(trainers.cached_arrays(path, "key", compute)["ref_chosen"], np.arange(3.0))
+  np.testing.assert_array_equal(trainers.cached_arrays(path, "key", compute)["ref_chosen"], np.arange(3.0))
+  assert calls == [1]  # rewritten once, then read back
+
+
+@pytest.mark.parametrize("error, code, message", [
+    (KeyboardInterrupt(), 130, "interrupted; rerun the same command to resume"),
+    (OSError(28, "No space left on device", "/out/metrics.jsonl"), 1,
+     "error: No space left on device (/out/metrics.jsonl)"),
+])
+def test_cli_ends_interrupts_and_os_errors_in_one_line(monkeypatch, capsys, error, code, message):
+  def fail(config):
+    raise error
+  monkeypatch.setitem(cli.RUNNERS, "sft", fail)
+  assert cli.main(["sft", "model.path=x", "data.train=y"]) == code
+  err = capsys.readouterr().err
+  assert err.strip() == f"python -m llm sft: {message}"
