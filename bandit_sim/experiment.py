@@ -58,8 +58,7 @@ def merged_summary(path, name, name_claims, settings):
   prefix = f"| {name} |"
   old = [i for i, line in enumerate(lines) if line.startswith(prefix)]
   at = old[0] if old else len(lines)
-  lines = [line for line in lines[:at] if not line.startswith(prefix)] + new + [
-      line for line in lines[at:] if not line.startswith(prefix)]
+  lines = lines[:at] + new + [line for line in lines[at:] if not line.startswith(prefix)]
   note = f"Rows of `{name}` from a rerun with settings `{json.dumps(settings, sort_keys=True)}`"
   lines = [line for line in lines if not line.startswith(f"Rows of `{name}` from a rerun")]
   lines.insert(3, note)
