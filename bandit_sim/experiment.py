@@ -13,7 +13,11 @@ import os
 import sys
 import time
 
+import jax
+import numpy as np
+
 from bandit_sim.experiments import EXPERIMENTS
+from bandit_sim.experiments._common import results_fit
 from gshf_jax import atomic
 from gshf_jax.workarounds import apply_cpu_workarounds
 
@@ -31,22 +35,14 @@ def parse_args(argv):
     parser.error(f"--seeds must be an integer >= 2, got {args.seeds}")
   if not 0 <= args.seed < 2 ** 63:
     parser.error(f"--seed must be an integer in [0, 2**63), got {args.seed}")
-  problem = unwritable(args.out)
+  problem = atomic.unwritable(args.out, folder=True)
   if problem:
     parser.error(f"--out {args.out}: {problem}")
+  try:  # the seeds' PRNG keys (2 x uint32 each) are the first per-seed arrays every experiment makes
+    results_fit(jax.ShapeDtypeStruct((1, 2), np.uint32), args.seeds)
+  except MemoryError as e:
+    parser.error(str(e))
   return args
-
-
-def unwritable(folder):
-  """Why results cannot be written under `folder` (checked before any computation), or None."""
-  existing = os.path.abspath(folder)
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing):
-    return f"{existing} is not a folder"
-  if not os.access(existing, os.W_OK | os.X_OK):
-    return f"{existing} is not writable"
-  return None
 
 
 def merged_summary(path, name, name_claims, settings):
@@ -88,11 +84,13 @@ def main(argv=None):
     print("python -m bandit_sim.experiment: interrupted; finished experiments are in their folders",
           file=sys.stderr)
     raise SystemExit(130) from None
+  except MemoryError as e:
+    print(f"python -m bandit_sim.experiment: error: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 def run(argv=None):
   apply_cpu_workarounds()
-  import jax
   jax.config.update("jax_enable_x64", True)
   from tqdm import tqdm
 

@@ -17,6 +17,22 @@ def _umask() -> int:
   return mask
 
 
+def unwritable(path: str, *, folder: bool = False) -> str | None:
+  """Why `path` (a file to write, or with folder=True a folder to write into) cannot be written, or None:
+  it exists as the other kind, or its nearest existing folder is not a folder or is read-only. For checks
+  before expensive work; the write itself still reports what happens later (a full disk)."""
+  if os.path.exists(path) and os.path.isdir(path) != folder:
+    return f"{path} is {'not ' if folder else ''}a folder"
+  existing = os.path.abspath(path if folder else os.path.dirname(os.path.abspath(path)))
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    return f"{existing} is not a folder"
+  if not os.access(existing, os.W_OK | os.X_OK):
+    return f"{existing} is not writable"
+  return None
+
+
 def write_bytes(path: str, data: bytes) -> None:
   """Writes `data` to `path` atomically, creating the folder if needed. The file gets the permissions of
   an ordinary new file under the user's umask (0644 under umask 022), not the temporary file's 0600."""

@@ -21,7 +21,7 @@ from llm.parallel import distributed
 from llm.preference import evaluate, pipelines, stages
 from llm.training import config as config_lib
 from llm.training import data, trainers
-from llm.training.config import require_file
+from llm.training.config import require_file, require_writable
 
 
 def read_prompts(config, tokenizer, path, key):
@@ -39,7 +39,7 @@ def run_sample(config):
   path = require_file("model.path", config.model.path, folder=True)
   prompts, dropped = read_prompts(config, tok.load_tokenizer(config.model.tokenizer or path), s.prompts,
                                   "sample.prompts")
-  output = s.output or os.path.join(config.output_dir, "samples.jsonl")
+  output = require_writable("sample.output", s.output or os.path.join(config.output_dir, "samples.jsonl"))
   stages.sample_to_file(config.model, path, prompts, output, jax.random.key(config.train.seed),
                         num_samples=s.num_samples, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
                         top_k=s.top_k, top_p=s.top_p, batch_size=s.batch_size,
@@ -52,6 +52,7 @@ def run_label(config):
   pairs (0, 1), (2, 3), ...; {"prompt", "response_a", "response_b"} one pair. Writes {"prompt", "chosen",
   "rejected"} lines to label.output (oracle.labels: bt samples or argmax; seed train.seed)."""
   path = require_file("label.input", config.label.input)
+  output = require_writable("label.output", config.label.output or os.path.join(config.output_dir, "labelled.jsonl"))
   rows, skipped = data.read_jsonl(path, skip_malformed=config.data.skip_malformed)
   prompts, a, b = [], [], []
   for number, obj in rows:
@@ -67,7 +68,6 @@ def run_label(config):
       prompts.append(obj["prompt"])
       a.append(responses[i])
       b.append(responses[i + 1])
-  output = config.label.output or os.path.join(config.output_dir, "labelled.jsonl")
   stages.label_to_file(config.oracle, prompts, a, b, output, seed=config.train.seed)
   return {"command": "label", "pairs": len(prompts), "malformed": skipped, "output": output}
 
@@ -77,6 +77,7 @@ def run_evaluate(config):
   by the oracle; writes output_dir/evaluation.{json,md} and evaluation_temperature.png."""
   e = config.evaluate
   path = require_file("model.path", config.model.path, folder=True)
+  require_writable("output_dir", config.output_dir, folder=True)
   tokenizer = tok.load_tokenizer(config.model.tokenizer or path)
   prompts, _ = read_prompts(config, tokenizer, e.prompts, "evaluate.prompts")
   ood = read_prompts(config, tokenizer, e.ood_prompts, "evaluate.ood_prompts")[0] if e.ood_prompts else None
@@ -104,6 +105,11 @@ def parser():
   p.add_argument("--out", default="results/llm", help="builtin: output folder (default results/llm)")
   p.add_argument("--seed", type=int, default=0, help="builtin: seed")
   p.add_argument("--config", help="YAML file (sections as in llm/training/config.py; see configs/)")
+  change = p.add_mutually_exclusive_group()
+  change.add_argument("--overwrite", action="store_const", const="overwrite", dest="on_change",
+                      help="make again every stage that was made with other settings or inputs (on_change=overwrite)")
+  change.add_argument("--resume", action="store_const", const="resume", dest="on_change",
+                      help="continue an unfinished training run under changed settings (on_change=resume)")
   p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.learning_rate=1e-5 output_dir=runs/x")
   return p
 
@@ -122,20 +128,11 @@ def main(argv=None):
 
 
 def run(args):
-  if args.command == "builtin":
-    from llm.builtin import run as builtin
-    if args.overrides:
-      print("python -m llm: the built-in run takes --quick, --out, --seed and --config SIZES.yaml", file=sys.stderr)
-      return 2
-    try:
-      sizes = builtin.load_sizes(args.config) if args.config else None
-    except (OSError, ValueError) as e:
-      print(f"python -m llm: error: {e}", file=sys.stderr)
-      return 2
-    builtin.run_builtin(args.out, sizes=sizes, quick=args.quick, seed=args.seed)
-    return 0
   try:
-    config = config_lib.load_config(args.command, args.config, args.overrides)
+    if args.command == "builtin":
+      return run_builtin(args)
+    overrides = [*args.overrides, *([f"on_change={args.on_change}"] if args.on_change else [])]
+    config = config_lib.load_config(args.command, args.config, overrides)
     d = config.distributed
     distributed.initialize(d.coordinator_address or None, d.num_processes or None,
                            d.process_id if d.process_id >= 0 else None)
@@ -147,6 +144,15 @@ def run(args):
     print(f"python -m llm {args.command}: {e}", file=sys.stderr)
     return 1
   if distributed.is_main_process():
-    shown = {k: v for k, v in result.items() if k != "config"}
+    shown = {k: v for k, v in result.items() if k not in ("config", "manifest")}
     print(json.dumps(shown, indent=2, default=float)[:4000])
+  return 0
+
+
+def run_builtin(args):
+  from llm.builtin import run as builtin
+  if args.overrides or args.on_change == "resume":
+    raise ValueError("the built-in run takes --quick, --out, --seed, --overwrite and --config SIZES.yaml")
+  sizes = builtin.load_sizes(args.config) if args.config else None
+  builtin.run_builtin(args.out, sizes=sizes, quick=args.quick, seed=args.seed, on_change=args.on_change or "stop")
   return 0

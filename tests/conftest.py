@@ -1,6 +1,12 @@
-"""Test-wide settings: float64 is on, so theory checks are exact; float32 tests pass float32 arrays."""
+"""Test-wide settings: float64 is on, so theory checks are exact; float32 tests pass float32 arrays. One
+persistent compilation cache serves the whole session: both xdist workers, the CLI subprocesses and the
+notebook kernels (they inherit the environment variable), so a program compiled by one is loaded by the
+others; it is created by the first process that reads this file and removed when that process exits."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import hypothesis
 import jax
@@ -8,7 +14,19 @@ import jax
 from gshf_jax.workarounds import apply_cpu_workarounds
 
 apply_cpu_workarounds()  # before the first computation; notebook kernels inherit it
+# The suite is compile-bound (small shapes, many programs): without LLVM's optimizations XLA compiles about
+# a third faster and the small programs run about as fast. Tests compare with tolerances, or runs made under
+# the same flags (the tests' subprocesses set it too).
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 jax.config.update("jax_enable_x64", True)
+
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="gshf-jax-compilation-cache-")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 # In CI the examples are derandomized, so a red run is reproducible; locally they vary run to run.
 hypothesis.settings.register_profile("default", max_examples=40, deadline=None,

@@ -76,7 +76,8 @@ def test_experiment_cli_rejects_bad_arguments(tmp_path):
   (tmp_path / "a_file").write_text("x")
   for args, message in ((["--seeds", "1"], "--seeds must be an integer >= 2"), (["nonexistent"], "invalid choice"),
                         (["--seed", str(2 ** 64)], "--seed must be an integer in [0, 2**63)"),
-                        (["--out", str(tmp_path / "a_file" / "out")], "a_file is not a folder")):
+                        (["--out", str(tmp_path / "a_file" / "out")], "a_file is not a folder"),
+                        (["--seeds", str(10 ** 11)], "--seeds 100000000000: the per-seed arrays alone need about")):
     proc = subprocess.run([sys.executable, "-m", "bandit_sim.experiment", *args], capture_output=True, text=True)
     assert proc.returncode == 2
     assert message in proc.stderr.splitlines()[-1]  # one line, before any computation
@@ -117,3 +118,29 @@ def test_readme_python_quick_starts_run():
   for block in runnable:
     proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_seeds_whose_results_cannot_fit_in_memory_are_refused_before_computing():
+  import jax
+  import numpy as np
+
+  from bandit_sim.experiments import _common
+  calls = []
+  batched = lambda keys: calls.append(1) or jax.numpy.zeros((keys.shape[0], 10 ** 6))  # 8 MB per seed
+  with pytest.raises(MemoryError, match=r"--seeds 100000: the per-seed arrays alone need about 1490.1 GiB"):
+    _common.map_seeds(batched, jax.random.split(jax.random.key(0), 100_000))
+  assert calls == [1]  # traced once for the shapes (eval_shape), never run
+  _common.results_fit(jax.ShapeDtypeStruct((1, 2), np.uint32), 1000)  # small: no error
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+  from gshf_jax import atomic
+  path = tmp_path / "summary.json"
+  atomic.write_text(str(path), "old")
+
+  def full(fd):
+    raise OSError(28, "No space left on device")
+  monkeypatch.setattr(os, "fsync", full)
+  with pytest.raises(OSError, match="No space left"):
+    atomic.write_text(str(path), "new")
+  assert path.read_text() == "old" and os.listdir(tmp_path) == ["summary.json"]

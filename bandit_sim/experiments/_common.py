@@ -6,6 +6,7 @@ Experiments import this module and the library (`bandit_sim.env`, `offline`, `on
 """
 
 import math
+import os
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -60,18 +61,32 @@ def per_seed(fn: Callable) -> Callable:
 
 def map_seeds(batched: Callable, keys, *args, chunk: int = SEED_CHUNK) -> Any:
   """batched(keys, *args) (a per_seed function) in chunks of `chunk` seeds with one compilation (the last
-  chunk is padded), as NumPy arrays. Chunked because of the XLA CPU stall in gshf_jax.workarounds."""
+  chunk is padded), as NumPy arrays. Chunked because of the XLA CPU stall in gshf_jax.workarounds, and so
+  that the working memory does not grow with the number of seeds; the results themselves are checked to
+  fit in memory (results_fit) before any chunk runs."""
   n = keys.shape[0]
   chunk = min(chunk, n)
   padded = jnp.concatenate([keys, jnp.repeat(keys[-1:], -n % chunk, axis=0)])
+  results_fit(jax.eval_shape(batched, padded[:chunk], *args), n)
   parts = [jax.tree.map(np.asarray, batched(padded[i:i + chunk], *args)) for i in range(0, n, chunk)]
   return jax.tree.map(lambda *leaves: np.concatenate(leaves)[:n], *parts)
 
 
-def over_seeds(fn: Callable, key, seeds: int, *args, chunk: int | None = None) -> Any:
-  """fn(key, *args) for `seeds` keys split from `key` through map_seeds, NumPy out; one vmap over all
-  seeds unless `chunk` is given."""
-  return map_seeds(per_seed(lambda k: fn(k, *args)), jax.random.split(key, seeds), chunk=chunk or seeds)
+def over_seeds(fn: Callable, key, seeds: int, *args) -> Any:
+  """fn(key, *args) for `seeds` keys split from `key` through map_seeds, NumPy out."""
+  return map_seeds(per_seed(lambda k: fn(k, *args)), jax.random.split(key, seeds))
+
+
+def results_fit(shapes, seeds: int) -> None:
+  """Raises MemoryError (one line naming --seeds) when `seeds` rows of the per-seed results whose chunk
+  shapes are `shapes` (jax.ShapeDtypeStruct leaves, seeds first), twice over (the chunks and their
+  concatenation), would not fit in the machine's physical memory."""
+  per_seed = sum(math.prod(s.shape[1:]) * s.dtype.itemsize for s in jax.tree.leaves(shapes))
+  need = 2 * per_seed * seeds
+  memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  if need > memory:
+    raise MemoryError(f"--seeds {seeds}: the per-seed arrays alone need about {need / 2 ** 30:.1f} GiB, more "
+                      f"than this machine's {memory / 2 ** 30:.1f} GiB; use fewer seeds")
 
 
 def mean_and_stderr(values) -> tuple[float, float]:

@@ -1,7 +1,9 @@
 """`python -m llm` with no command: the paper's comparison (Table 1, Figures 2, 4, 5) in miniature on the
 built-in review task (llm.builtin.task), on a laptop-class CPU.
 
-Stages (each persisted under OUT; a rerun skips finished ones and resumes an interrupted one):
+Stages (each persisted under OUT with a manifest of the settings and inputs that made it; a rerun reuses
+finished ones, resumes an interrupted one, and stops with one line at a stage made with other sizes or
+another seed unless on_change="overwrite" (--overwrite), which makes every such stage again):
   task/          tokenizer (HF tokenizers BPE), grammar SFT data, train / test / OOD prompts
   pi0/           pi0: a small Llama trained from scratch by SFT on grammar samples of mixed sentiment
   d_off.jsonl    D_off: two pi0 samples per train prompt, labelled by the gold oracle (Bradley-Terry)
@@ -17,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import time
 
 import jax
@@ -29,8 +32,8 @@ from llm.models import config as model_config
 from llm.models import hf_io
 from llm.models.transformer import init_model
 from llm.preference import evaluate, pipelines, stages
-from llm.training import data, trainers
-from llm.training.config import Config, with_overrides
+from llm.training import data, manifest, trainers
+from llm.training.config import Config, require_writable, with_overrides
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,14 +64,17 @@ SIZES = {
 GOLD = "llm.builtin.task:gold_reward"
 
 
-def build_task(out, sizes, seed):
+def build_task(out, sizes, seed, on_change="stop"):
   """Writes OUT/task/ (tokenizer, sft.jsonl, {train,test,ood}_prompts.jsonl) and OUT/task/pi0_init (a random
   Llama with the tokenizer); returns their paths."""
   folder = os.path.join(out, "task")
   paths = {name: os.path.join(folder, f"{name}.jsonl") for name in ("sft", "train_prompts", "test_prompts",
                                                                      "ood_prompts")}
   paths["init"] = os.path.join(folder, "pi0_init")
-  if os.path.isdir(paths["init"]):
+  settings = {"seed": seed, **{k: getattr(sizes, k) for k in ("hidden", "layers", "vocab", "sft_examples",
+                                                               "train_prompts", "test_prompts")}}
+  if manifest.claim(os.path.join(folder, "manifest.json"), manifest.make(settings), name=folder,
+                    done=os.path.isdir(paths["init"]), on_change=on_change, clear=lambda: clear_task(paths)):
     return paths
   rng = np.random.default_rng(seed)
   os.makedirs(folder, exist_ok=True)
@@ -92,10 +98,18 @@ def build_task(out, sizes, seed):
   return paths
 
 
-def base_config(out, sizes, paths, seed):
+def clear_task(paths):
+  for path in paths.values():
+    if os.path.isdir(path):
+      shutil.rmtree(path)
+    elif os.path.exists(path):
+      os.unlink(path)
+
+
+def base_config(out, sizes, paths, seed, on_change="stop"):
   """The Config every stage starts from: the gold oracle, lengths, sampling and training sizes."""
   return with_overrides(Config(), {
-      "output_dir": out, "model.path": os.path.join(out, "pi0", "model"), "data.train": os.path.join(out, "d_off.jsonl"),
+      "output_dir": out, "on_change": on_change, "model.path": os.path.join(out, "pi0", "model"), "data.train": os.path.join(out, "d_off.jsonl"),
       "data.max_prompt_length": 16, "data.pad_to_max_length": True, "data.max_response_length": sizes.max_new_tokens,
       "train.batch_size": sizes.batch_size, "train.epochs": sizes.dpo_epochs, "train.learning_rate": 5e-4,
       "train.warmup_ratio": 0.03, "train.save_every": sizes.save_every, "train.log_every": 10, "train.seed": seed,
@@ -127,7 +141,12 @@ def offline_data(config, paths):
 def evaluate_folder(config, name, policy, baseline, key, *, temperatures=None):
   """evaluate_policy of one policy folder, cached in OUT/evaluation/NAME.json."""
   path = os.path.join(config.output_dir, "evaluation", f"{name}.json")
-  if os.path.exists(path):
+  settings = {"evaluate": dataclasses.asdict(config.evaluate), "oracle": dataclasses.asdict(config.oracle),
+              "temperatures": list(temperatures or config.evaluate.temperatures), "key": str(jax.random.key_data(key)),
+              "max_prompt_length": config.data.max_prompt_length, "param_dtype": config.model.param_dtype,
+              "compute_dtype": config.model.compute_dtype}
+  inputs = {"policy": policy, "reference": config.model.path, "baseline": baseline}
+  if manifest.claim_file(path, settings, on_change=config.on_change, paths=inputs):
     with open(path) as f:
       return json.load(f)
   prompts, _ = data.load_examples(config.evaluate.prompts, "prompts")
@@ -141,8 +160,13 @@ def evaluate_folder(config, name, policy, baseline, key, *, temperatures=None):
 def load_sizes(path):
   """Sizes from a YAML file of Sizes fields (missing ones from the default run), e.g. configs/builtin_gpu.yaml."""
   import yaml
+  if not os.path.isfile(path):
+    raise ValueError(f"--config {path}: no such file")
   with open(path) as f:
-    values = yaml.safe_load(f) or {}
+    try:
+      values = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+      raise ValueError(f"{path}: not valid YAML: {e}") from None
   fields = {f.name for f in dataclasses.fields(Sizes)}
   unknown = sorted(set(values) - fields) if isinstance(values, dict) else ["(not a mapping)"]
   if unknown:
@@ -152,17 +176,23 @@ def load_sizes(path):
   return dataclasses.replace(SIZES["default"], **values)
 
 
-def run_builtin(out="results/llm", *, sizes=None, quick=False, seed=0, log=print):
+def run_builtin(out="results/llm", *, sizes=None, quick=False, seed=0, on_change="stop", log=print):
   """Runs (or resumes) the whole comparison; returns the summary dict also written to OUT/summary.json.
-  sizes: a Sizes (default: SIZES["quick"] with quick, else SIZES["default"])."""
+  sizes: a Sizes (default: SIZES["quick"] with quick, else SIZES["default"]); on_change: what a stage made
+  with other settings meets (llm.training.manifest: "stop" with one line, or "overwrite")."""
+  require_writable("--out", out, folder=True)
   with compilation_cache(os.path.join(out, ".jax_cache")):
-    return comparison(out, sizes or SIZES["quick" if quick else "default"], seed, log)
+    return comparison(out, sizes or SIZES["quick" if quick else "default"], seed, on_change, log)
 
 
 @contextlib.contextmanager
 def compilation_cache(folder):
   """JAX's persistent compilation cache in `folder` while the run lasts (its many training and sampling
-  stages compile the same programs: about a quarter of the quick run's time), then the previous settings."""
+  stages compile the same programs: about a quarter of the quick run's time), then the previous settings.
+  A cache the caller already configured (jax_compilation_cache_dir) is used instead."""
+  if jax.config.jax_compilation_cache_dir:
+    yield
+    return
   settings = {"jax_compilation_cache_dir": folder, "jax_persistent_cache_min_compile_time_secs": 0.0,
               "jax_persistent_cache_min_entry_size_bytes": 0}
   previous = {name: getattr(jax.config, name) for name in settings}
@@ -175,13 +205,13 @@ def compilation_cache(folder):
       jax.config.update(name, value)
 
 
-def comparison(out, sizes, seed, log):
-  """The stages of the module docstring, in order (each skipped when its outputs exist)."""
+def comparison(out, sizes, seed, on_change, log):
+  """The stages of the module docstring, in order (each reused when its manifest matches)."""
   start = time.time()
   step = lambda message: log(f"[{time.time() - start:6.0f}s] {message}")
   step("task: grammar data, tokenizer, prompts")
-  paths = build_task(out, sizes, seed)
-  config = base_config(out, sizes, paths, seed)
+  paths = build_task(out, sizes, seed, on_change)
+  config = base_config(out, sizes, paths, seed, on_change)
   step("pi0: SFT from scratch on grammar samples")
   pi0 = train_pi0(config, paths, sizes)
   step("D_off: pi0 samples labelled by the gold oracle")

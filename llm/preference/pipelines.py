@@ -2,9 +2,11 @@
 
 Common inputs (an llm.training.config.Config): pi0 = model.path, D_off = data.train (preference pairs), the gold
 preference oracle = oracle.*, and pipeline.* (Table 8's values by default). Each stage writes into its own
-folder under output_dir and is skipped when finished (samples and labelled pairs are JSONL files written
-atomically; trainers resume from their checkpoints), so rerunning a pipeline after an interruption
-redoes nothing that was finished.
+folder under output_dir with a manifest of the settings and inputs that made it (llm.training.manifest):
+samples and labelled pairs are JSONL files written atomically, trainers resume from their checkpoints. A
+rerun reuses a finished stage only when its manifest matches, so a pipeline rerun after an interruption
+redoes nothing that was finished, and one with other settings stops at the first stage they change
+(or, with on_change=overwrite, makes that stage and the ones downstream again).
 
   run_rso:           proxy reward model on D_off; K candidates per prompt from pi0; RSO pairs
                      (gshf_jax.rso_pairs, coefficient pipeline.rso_coefficient); DPO / hinge on them.
@@ -24,7 +26,7 @@ import numpy as np
 
 from gshf_jax import rejection
 from llm.preference import oracle, stages
-from llm.training import data, trainers
+from llm.training import data, manifest, trainers
 from llm.training.config import require_file, with_overrides
 
 
@@ -49,12 +51,16 @@ def training_prompts(config):
 
 def sample_responses(config, policy, prompts, path, *, num_samples, temperature=None, seed=0):
   """num_samples responses per prompt from the policy folder, cached in `path` ({prompt, responses})."""
-  if os.path.exists(path):
-    return data.read_rows(path)
   p = config.pipeline
+  settings = {"num_samples": num_samples, "temperature": p.temperature if temperature is None else temperature,
+              "seed": seed, "max_new_tokens": p.max_new_tokens, "batch_size": p.batch_size,
+              "max_prompt_length": config.data.max_prompt_length, "param_dtype": config.model.param_dtype,
+              "compute_dtype": config.model.compute_dtype}
+  if manifest.claim_file(path, settings, on_change=config.on_change,
+                         paths={"policy": policy, "tokenizer": config.model.tokenizer}, values={"prompts": prompts}):
+    return data.read_rows(path)
   return stages.sample_to_file(config.model, policy, prompts, path, jax.random.key(seed), num_samples=num_samples,
-                               max_new_tokens=p.max_new_tokens,
-                               temperature=p.temperature if temperature is None else temperature,
+                               max_new_tokens=p.max_new_tokens, temperature=settings["temperature"],
                                batch_size=p.batch_size, max_prompt_length=config.data.max_prompt_length)
 
 
@@ -69,23 +75,35 @@ def proxy_reward_model(config):
   return os.path.join(out, "model")
 
 
-def scored_candidates(config, policy, prompts, path, *, n, seed):
-  """n samples per prompt from `policy` (cached in `path`) and their proxy rewards [P, n]."""
-  rows = sample_responses(config, policy, prompts, path, num_samples=n, seed=seed)
-  judge = oracle.reward_model_oracle(proxy_reward_model(config), batch_size=config.pipeline.batch_size)
+def candidates_stage(config, policy, prompts, path, settings, *, n, seed):
+  """The inputs of a stage that picks from n samples per prompt of `policy` by the proxy reward: the
+  samples (cached in PATH.candidates.jsonl) and the proxy reward model. Returns (rows, proxy folder, whether
+  `path` exists and was made from them with `settings`)."""
+  rows = sample_responses(config, policy, prompts, path + ".candidates.jsonl", num_samples=n, seed=seed)
+  proxy = proxy_reward_model(config)
+  reuse = manifest.claim_file(path, settings, on_change=config.on_change,
+                              paths={"candidates": path + ".candidates.jsonl", "proxy_reward": proxy})
+  return rows, proxy, reuse
+
+
+def proxy_rewards(config, proxy, rows):
+  """The proxy reward model's scores [P, n] of every response of `rows` ({prompt, responses: [n]})."""
+  judge = oracle.reward_model_oracle(proxy, batch_size=config.pipeline.batch_size)
   rewards = judge.rewards([r["prompt"] for r in rows for _ in r["responses"]],
                           [y for r in rows for y in r["responses"]])
-  return rows, rewards.reshape(len(rows), n)
+  return rewards.reshape(len(rows), -1)
 
 
 def rso_dataset(config, policy, prompts, coefficient, path, *, seed):
   """Appendix H's rejection-sampling pairs: pipeline.candidates samples per prompt from `policy`, scored
   by the proxy reward model, pipeline.accepted / 2 pairs per prompt by gshf_jax.rso_pairs (Algorithm 1
   of Liu et al. 2023 with coefficient beta = `coefficient`; the higher proxy reward is chosen)."""
-  if os.path.exists(path):
-    return path
   p = config.pipeline
-  rows, rewards = scored_candidates(config, policy, prompts, path + ".candidates.jsonl", n=p.candidates, seed=seed)
+  settings = {"coefficient": coefficient, "accepted": p.accepted, "seed": seed}
+  rows, proxy, reuse = candidates_stage(config, policy, prompts, path, settings, n=p.candidates, seed=seed)
+  if reuse:
+    return path
+  rewards = proxy_rewards(config, proxy, rows)
   keys = jax.random.split(jax.random.key(seed), len(rows))
   pick = jax.jit(jax.vmap(lambda k, r: rejection.rso_pairs(k, r, coefficient, p.accepted // 2)))
   chosen, rejected = map(np.asarray, pick(keys, rewards))
@@ -97,8 +115,11 @@ def rso_dataset(config, policy, prompts, coefficient, path, *, seed):
 
 def label_with_oracle(config, prompts, a, b, path, *, seed):
   """Pairs labelled by the gold oracle (oracle.labels: BT samples or argmax), cached in `path`."""
-  if not os.path.exists(path):
-    stages.label_to_file(config.oracle, prompts, a, b, path, seed=seed)
+  o = config.oracle
+  settings = {"kind": o.kind, "function": o.function, "labels": o.labels, "seed": seed}
+  if not manifest.claim_file(path, settings, on_change=config.on_change, paths={"oracle.path": o.path},
+                             values={"prompts": prompts, "a": a, "b": b}):
+    stages.label_to_file(o, prompts, a, b, path, seed=seed)
   return path
 
 
@@ -153,9 +174,10 @@ def enhancer_responses(config, policy, prompts, path, *, seed):
 
 def best_of_n_responses(config, policy, prompts, path, *, n, seed):
   """The best of n samples per prompt by the proxy reward model, cached in `path` ({prompt, responses: [best]})."""
-  if os.path.exists(path):
+  rows, proxy, reuse = candidates_stage(config, policy, prompts, path, {"n": n, "seed": seed}, n=n, seed=seed)
+  if reuse:
     return data.read_rows(path)
-  rows, rewards = scored_candidates(config, policy, prompts, path + ".candidates.jsonl", n=n, seed=seed)
+  rewards = proxy_rewards(config, proxy, rows)
   best = [{"prompt": r["prompt"], "responses": [r["responses"][int(i)]]} for r, i in zip(rows, rewards.argmax(1))]
   data.write_jsonl(path, best)
   return best
@@ -180,7 +202,7 @@ def run_hybrid(config, *, online=False):
     out = stage_dir(config, name, f"iteration_{t + 1}")
     path = os.path.join(out, "pairs.jsonl")
     if t == 0 and not online:
-      if not os.path.exists(path):
+      if not manifest.claim_file(path, {"pairs": m}, on_change=config.on_change, paths={"data.train": config.data.train}):
         data.write_jsonl(path, [{"prompt": x, "chosen": c, "rejected": r} for x, c, r in offline_pairs(config)[:m]])
     else:
       batch = prompts[t * m:(t + 1) * m]  # the t-th split of the prompts
@@ -197,7 +219,7 @@ def run_hybrid(config, *, online=False):
       label_with_oracle(config, batch, a, b, path, seed=config.train.seed + t)
     files.append(path)
     merged = os.path.join(out, "all_pairs.jsonl")
-    if not os.path.exists(merged):
+    if not manifest.claim_file(merged, {}, on_change=config.on_change, paths={str(i): f for i, f in enumerate(files)}):
       data.write_jsonl(merged, [row for f in files for row in data.read_rows(f)])
     policy = dpo_stage(config, os.path.join(out, "dpo"), merged)
     iterations.append(policy)

@@ -20,9 +20,10 @@ class TrainState(NamedTuple):
 
 
 def manager(directory, *, max_to_keep=3, save_interval_steps=1):
-  """An orbax CheckpointManager for `directory` (created if missing)."""
+  """An orbax CheckpointManager for `directory` (created if missing; temporary folders of a save that a
+  killed run left unfinished are removed)."""
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
-                                         create=True)
+                                         create=True, cleanup_tmp_directories=True)
   return ocp.CheckpointManager(directory, options=options)
 
 

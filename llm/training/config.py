@@ -16,7 +16,9 @@ import typing
 
 import yaml
 
+from gshf_jax.atomic import unwritable
 from gshf_jax.losses import PAIRWISE_LOSSES, check_options
+from llm.training.manifest import ON_CHANGE
 
 COMMANDS = ("sft", "reward", "dpo", "sample", "label", "evaluate", "rso", "multistep_rso", "hybrid", "online",
             "best_of_n")
@@ -149,6 +151,7 @@ class DistributedSection:
 @dataclasses.dataclass
 class Config:
   output_dir: str = "runs/llm"
+  on_change: str = "stop"  # an existing stage made otherwise: stop | overwrite | resume (llm.training.manifest)
   model: ModelSection = dataclasses.field(default_factory=ModelSection)
   data: DataSection = dataclasses.field(default_factory=DataSection)
   train: TrainSection = dataclasses.field(default_factory=TrainSection)
@@ -177,6 +180,7 @@ CHOICES = {
     "model.param_dtype": ("float32", "bfloat16"), "model.compute_dtype": ("", "float32", "bfloat16"),
     "dpo.loss": tuple(PAIRWISE_LOSSES), "oracle.kind": ("reward_model", "callable", "dataset"),
     "oracle.labels": ("bt", "argmax"), "pipeline.enhancer": ("reference", "best_of_n", "temperature"),
+    "on_change": ON_CHANGE,
 }
 POSITIVE = ("data.max_prompt_length", "data.max_response_length", "train.learning_rate", "train.epochs",
             "train.batch_size", "train.grad_accum", "train.save_every", "train.log_every",
@@ -349,6 +353,15 @@ def require_file(key, path, *, folder=False):
     raise ValueError(f"{key} is required (a {'folder' if folder else 'file'} path)")
   if not (os.path.isdir(path) if folder else os.path.isfile(path)):
     raise ValueError(f"{key}: {path}: no such {'folder' if folder else 'file'}")
+  return path
+
+
+def require_writable(key, path, *, folder=False):
+  """Raises a ValueError naming the config key when `path` (a file to write, or with folder=True a folder
+  to write into) cannot be written (gshf_jax.atomic.unwritable)."""
+  problem = unwritable(path, folder=folder)
+  if problem:
+    raise ValueError(f"{key}: {problem}")
   return path
 
 

@@ -24,19 +24,19 @@ def read_jsonl(path, *, skip_malformed=False):
   """[(line number, object)] of a JSONL file (blank lines ignored) and the number of lines skipped.
 
   Raises:
-    ValueError: "FILE:LINE: ..." for a line that is not a JSON object (unless skip_malformed).
+    ValueError: "FILE:LINE: ..." for a line that is not UTF-8 or not a JSON object (unless skip_malformed).
   """
   rows, skipped = [], 0
   try:
-    f = open(path, encoding="utf-8")
+    f = open(path, "rb")
   except OSError as e:
     raise ValueError(f"{path}: cannot open ({e.strerror})") from None
   with f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
+    for number, raw in enumerate(f, 1):
+      if not raw.strip():
         continue
       try:
-        obj = json.loads(line)
+        obj = json.loads(raw.decode("utf-8"))
         if not isinstance(obj, dict):
           raise ValueError("not a JSON object")
       except ValueError as e:

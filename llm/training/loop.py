@@ -48,6 +48,9 @@ def train(model, loss_fn, arrays, config, out_dir, *, eval_arrays=None, mesh=Non
   Returns:
     {"step", "train/<metric>" of the last step, "eval/<metric>" of the last evaluation}.
   """
+  check_positions(model, arrays, "data.train")
+  if eval_arrays is not None:
+    check_positions(model, eval_arrays, "data.eval")
   num_examples = data.num_rows(arrays)
   steps = total_steps(num_examples, config)
   micro = config.batch_size // config.grad_accum
@@ -113,6 +116,19 @@ def train(model, loss_fn, arrays, config, out_dir, *, eval_arrays=None, mesh=Non
   return result
 
 
+def check_positions(model, arrays, key):
+  """Learned absolute positions (GPT-2) end at max_position_embeddings: a longer prompt + response would
+  read past them (a NaN loss), so it is refused before training, naming the data's config key."""
+  if model.position_embed is None:
+    return
+  limit = model.config.max_position_embeddings
+  responses = [k for k in arrays if k.endswith("_mask") and k != "prompt_mask"]
+  longest = max(int((arrays["prompt_mask"].sum(1) + arrays[k].sum(1)).max()) for k in responses)
+  if longest > limit:
+    raise ValueError(f"{key}: a prompt + response of {longest} tokens exceeds the model's {limit} positions "
+                     "(max_position_embeddings); lower data.max_prompt_length or data.max_response_length")
+
+
 @jax.jit
 def all_finite(tree):
   """Whether every entry of every array in `tree` is finite (one fused reduction)."""
@@ -145,7 +161,8 @@ def make_evaluator(graphdef, loss_fn, arrays, micro, mesh):
 
 class MetricsLogger:
   """metrics.jsonl ({"step", **metrics} per line) and TensorBoard scalars, written by process 0 only. On a
-  resumed run the lines of steps after the checkpoint are dropped first, so the log matches the run."""
+  resumed run the lines of steps after the checkpoint are dropped first, so the log matches the run, and
+  so is a torn last line (a crash or a full disk in the middle of a write)."""
 
   def __init__(self, out_dir, resume_step, *, tensorboard=True):
     self.main = distributed.is_main_process()
@@ -155,9 +172,7 @@ class MetricsLogger:
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "metrics.jsonl")
     if os.path.exists(path):
-      with open(path) as f:
-        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
-      atomic.write_text(path, "".join(kept))
+      atomic.write_text(path, "".join(logged_lines(path, resume_step)))
     self.file = open(path, "a")
     if tensorboard:
       from tensorboardX import SummaryWriter
@@ -178,6 +193,27 @@ class MetricsLogger:
       self.file.close()
     if self.writer:
       self.writer.close()
+
+
+def logged_lines(path, last_step):
+  """The lines of metrics.jsonl up to step `last_step`, without a torn last line.
+
+  Raises:
+    ValueError: "FILE:LINE: ..." for a malformed line before the last one (not a write cut short).
+  """
+  with open(path, "rb") as f:
+    lines = [line for line in f.read().decode("utf-8", "replace").splitlines(keepends=True) if line.strip()]
+  kept = []
+  for number, line in enumerate(lines, 1):
+    try:
+      step = json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+      if number == len(lines):
+        break  # torn by the crash this run resumes from
+      raise ValueError(f"{path}:{number}: not a metrics line; move the file away to resume") from None
+    if step <= last_step:
+      kept.append(line if line.endswith("\n") else line + "\n")
+  return kept
 
 
 def progress_bar(total, initial, description, *, enabled):

@@ -6,7 +6,11 @@ llm.training.config.Config, trains (resuming a killed run), and writes to config
   checkpoints/    orbax train states;  metrics.jsonl, tensorboard/: the training curves
   summary.json    data counts (Appendix H's filter), final metrics, the config
 
-A finished run (summary.json present; it is written last) is not redone.
+  manifest.json   what made the run (llm.training.manifest): the settings that determine the result and
+                  fingerprints of the model folders and data files; written before training starts
+
+A rerun reuses a finished run (summary.json present; it is written last) and resumes an unfinished one
+only when its manifest matches; otherwise config.on_change decides (stop with one line, overwrite, resume).
 """
 
 import dataclasses
@@ -15,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import zipfile
 
 import jax
@@ -28,8 +33,8 @@ from llm.inference import logprobs
 from llm.inference import tokenizer as tok
 from llm.models import hf_io
 from llm.parallel import distributed, sharding
-from llm.training import data
-from llm.training.config import require_file, to_dict
+from llm.training import data, manifest
+from llm.training.config import flatten, get_key, require_file, require_writable, to_dict
 from llm.training.loop import train
 
 # ---------------------------------------------------------------- losses (micro-batch dict -> loss, metrics)
@@ -118,6 +123,7 @@ def preference_arrays(config, tokenizer, path):
   """Tokenized, filtered preference pairs of a JSONL file, and the counts of what was read and dropped."""
   examples, counts = data.load_examples(path, "preferences", skip_malformed=config.data.skip_malformed)
   kept, dropped = data.filter_preferences(examples, tokenizer, config.data.max_prompt_length)
+  require_kept(path, kept, {**counts, **dropped})
   arrays = data.tokenize_preferences(tokenizer, kept, config.data.max_prompt_length, config.data.max_response_length,
                                      pad_to_max=config.data.pad_to_max_length)
   return arrays, {**counts, **dropped, "kept": len(kept)}
@@ -126,9 +132,16 @@ def preference_arrays(config, tokenizer, path):
 def sft_arrays(config, tokenizer, path):
   examples, counts = data.load_examples(path, "sft", skip_malformed=config.data.skip_malformed)
   kept = [e for e in examples if data.prompt_fits(tokenizer, e[0], config.data.max_prompt_length)]
+  require_kept(path, kept, {**counts, "long_prompt": len(examples) - len(kept)})
   arrays = data.tokenize_sft(tokenizer, kept, config.data.max_prompt_length, config.data.max_response_length,
                              pad_to_max=config.data.pad_to_max_length)
   return arrays, {**counts, "long_prompt": len(examples) - len(kept), "kept": len(kept)}
+
+
+def require_kept(path, kept, counts):
+  if not kept:
+    raise ValueError(f"{path}: the filter left no example ({counts}; long_prompt: prompts over "
+                     "data.max_prompt_length tokens, identical: chosen == rejected)")
 
 
 def eval_arrays_of(config, tokenizer, make):
@@ -167,16 +180,16 @@ def ensemble_uncertainty(model_section, folders, arrays, batch_size, mesh):
   return {"gamma_chosen": chosen.std(0, ddof=1), "gamma_rejected": rejected.std(0, ddof=1)}
 
 
-def fingerprint(arrays, *sources):
-  """A hash of the token arrays and the model folders' weight files (name, size, mtime)."""
+def cache_key(arrays, folders, model_section):
+  """The key of a computation over the token arrays with the models in `folders` (their contents) loaded
+  with model_section's dtypes: a changed dataset, config.json, weight file or dtype gives another key."""
   h = hashlib.sha256()
   for name in sorted(arrays):
     h.update(name.encode())
     h.update(np.ascontiguousarray(arrays[name]).tobytes())
-  for source in sources:
-    for file in sorted(glob.glob(os.path.join(source, "*.safetensors"))):
-      stat = os.stat(file)
-      h.update(f"{os.path.abspath(file)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+  h.update(manifest.value_fingerprint({"models": [manifest.path_fingerprint(f) for f in folders],
+                                       "param_dtype": model_section.param_dtype,
+                                       "compute_dtype": compute_dtype(model_section)}).encode())
   return h.hexdigest()
 
 
@@ -198,7 +211,47 @@ def cached_arrays(path, key, compute):
   return arrays
 
 
-# ---------------------------------------------------------------- outputs
+# ---------------------------------------------------------------- outputs and manifests
+
+SECTIONS = {"sft": ("model", "data", "train"), "reward": ("model", "data", "train", "reward"),
+            "dpo": ("model", "data", "train", "dpo")}
+INPUT_KEYS = ("model.path", "model.tokenizer", "data.train", "data.eval", "dpo.reference", "dpo.reward_ensemble")
+# Settings that do not change the trained parameters (logging, checkpoint cadence, placement).
+NOT_RESULTS = ("train.progress", "train.tensorboard", "train.log_every", "train.save_every",
+               "train.keep_checkpoints", "train.mesh", "train.eval_every")
+RUN_OUTPUTS = ("checkpoints", "model", "tensorboard", "metrics.jsonl", "summary.json", "member_*",
+               "reference_logprobs_*.npz", "uncertainty_*.npz", "manifest.json")
+
+
+def run_manifest(config, command, *, ensemble=()):
+  """The manifest of a trainer run (llm.training.manifest.make): the keys of the command's sections that
+  determine the result, and the contents of its model folders and data files (by config key)."""
+  sections = SECTIONS[command]
+  settings = {key: value for key, value in flatten(to_dict(config))
+              if key.split(".")[0] in sections and key not in NOT_RESULTS and key not in INPUT_KEYS}
+  paths = {key: get_key(config, key) for key in INPUT_KEYS if key.split(".")[0] in sections}
+  paths.pop("dpo.reward_ensemble", None)
+  values = {"dpo.reward_ensemble": [manifest.path_fingerprint(m) for m in ensemble]} if ensemble else {}
+  return manifest.make(settings, paths=paths, values=values)
+
+
+def claim_run(config, command, **kwargs):
+  """True when config.output_dir holds a finished run made with this config's manifest (reuse it); False
+  when the run is to be made or resumed (its manifest is recorded first). Raises a one-line ValueError when
+  the folder holds a run made otherwise and config.on_change is "stop" (llm.training.manifest.claim)."""
+  out = require_writable("output_dir", config.output_dir, folder=True)
+  started = any(glob.glob(os.path.join(out, name)) for name in RUN_OUTPUTS if name != "manifest.json")
+  return manifest.claim(os.path.join(out, "manifest.json"), run_manifest(config, command, **kwargs),
+                        name=f"output_dir {out}", done=finished(out), started=started, on_change=config.on_change,
+                        clear=lambda: clear_run(out), resumable=True)
+
+
+def clear_run(out):
+  """Deletes what a trainer wrote into `out` (RUN_OUTPUTS), nothing else."""
+  for pattern in RUN_OUTPUTS:
+    for path in glob.glob(os.path.join(out, pattern)):
+      shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+
 
 
 def finished(out_dir):
@@ -221,6 +274,7 @@ def export(model, tokenizer, out_dir, summary):
     path = os.path.join(out_dir, "model")
     hf_io.save_hf_checkpoint(model, path)
     tokenizer.save_pretrained(path)
+    summary = {**summary, "manifest": manifest.read(os.path.join(out_dir, "manifest.json"))}
     atomic.write_text(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2, default=float))
   multihost_utils.sync_global_devices(f"export {out_dir}")
   return summary
@@ -236,7 +290,7 @@ def make_mesh(config):
 def run_sft(config):
   """SFT of model.path on data.train's responses (prompt masked); Table 8's SFT-RLHF defaults."""
   out = config.output_dir
-  if finished(out):
+  if claim_run(config, "sft"):
     return read_summary(out)
   mesh = make_mesh(config)
   model, tokenizer = load_model(config.model, mesh)
@@ -250,7 +304,7 @@ def run_reward(config):
   """Bradley-Terry reward model(s) from model.path with a new scalar head, on data.train's pairs. With
   reward.ensemble_size = k, k members (head init and data order from seed + i) in output_dir/member_i/."""
   out = config.output_dir
-  if finished(out):
+  if claim_run(config, "reward"):
     return read_summary(out)
   mesh = make_mesh(config)
   k = config.reward.ensemble_size
@@ -282,11 +336,13 @@ def run_dpo(config):
   model.path), whose log-probs are computed once and cached in output_dir/reference_logprobs.npz. With
   dpo.uncertainty_coef > 0: pessimistic DPO (Eq. 10) with the reward ensemble's uncertainty margin."""
   out = config.output_dir
-  if finished(out):
-    return read_summary(out)
   if config.dpo.reference:
     require_file("dpo.reference", config.dpo.reference, folder=True)
-  os.makedirs(out, exist_ok=True)
+  folders = []
+  if config.dpo.uncertainty_coef:
+    folders = ensemble_members(require_file("dpo.reward_ensemble", config.dpo.reward_ensemble, folder=True))
+  if claim_run(config, "dpo", ensemble=folders):
+    return read_summary(out)
   mesh = make_mesh(config)
   model, tokenizer = load_model(config.model, mesh)
   micro = config.train.batch_size // config.train.grad_accum
@@ -303,11 +359,10 @@ def run_dpo(config):
                                                                                  key="dpo.reference")[0]
       return reference_logprobs(loaded["model"], arrays, micro, mesh)
 
-    key = fingerprint(arrays, reference_path)
+    key = cache_key(arrays, [reference_path], config.model)
     arrays = {**arrays, **cached_arrays(os.path.join(out, f"reference_logprobs_{split}.npz"), key, reference)}
     if config.dpo.uncertainty_coef:
-      folders = ensemble_members(require_file("dpo.reward_ensemble", config.dpo.reward_ensemble, folder=True))
-      key = fingerprint(arrays, *folders)
+      key = cache_key(arrays, folders, config.model)
       arrays.update(cached_arrays(os.path.join(out, f"uncertainty_{split}.npz"), key,
                                   lambda arrays=arrays: ensemble_uncertainty(config.model, folders, arrays, micro, mesh)))
     sets[split] = (arrays, counts)

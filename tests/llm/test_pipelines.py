@@ -115,6 +115,20 @@ def test_a_rerun_resumes_inside_a_stage_and_skips_finished_ones(quick, monkeypat
   assert summary["methods"]["Hybrid GSHF-DPO"]["reward"] == summary_before["methods"]["Hybrid GSHF-DPO"]["reward"]
 
 
+def test_a_rerun_with_other_settings_stops_at_the_first_stage_they_change(quick, capsys):
+  out, config = quick
+  assert cli.main(["--quick", "--out", out, "--seed", "1"]) == 2  # before: the first run's numbers, exit 0
+  err = capsys.readouterr().err.strip()
+  assert err == (f"python -m llm builtin: error: {os.path.join(out, 'task')} was made with other settings or inputs "
+                 "(seed: 0 -> 1); rerun with --overwrite (on_change=overwrite) to make it again")
+  candidates = os.path.join(out, "best_of_n", "responses.jsonl.candidates.jsonl")
+  with pytest.raises(ValueError, match=rf"^{candidates} was made with other settings or inputs \(num_samples: 4 -> 6\)"):
+    pipelines.run_best_of_n(with_overrides(config, {"pipeline.best_of_n": 6}))
+  with pytest.raises(ValueError, match=r"rso/dpo was made with other settings or inputs \(dpo.beta: 0.1 -> 0.2\)"):
+    pipelines.run_rso(with_overrides(config, {"dpo.beta": 0.2}))  # samples, proxy and pairs reused, DPO differs
+  assert pipelines.run_rso(config)["policy"] == os.path.join(out, "rso", "dpo", "model")  # unchanged: reused
+
+
 def test_pipeline_commands_from_the_cli(quick, tmp_path, capsys):
   out, config = quick
   overrides = [f"model.path={config.model.path}", f"data.train={config.data.train}", f"output_dir={tmp_path}",

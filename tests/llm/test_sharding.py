@@ -14,10 +14,11 @@ import pytest
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_step_worker.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FAST_COMPILE = "--xla_backend_optimization_level=0"  # as tests/conftest.py sets it for the suite
 
 
 def run_worker(out, mesh, devices=1, distributed=None, timeout=240):
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "PYTHONPATH": ROOT,
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}", "PYTHONPATH": ROOT,
          "JAX_PLATFORMS": "cpu"}
   args = [sys.executable, WORKER, out, json.dumps(mesh)] + [str(a) for a in (distributed or ())]
   return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

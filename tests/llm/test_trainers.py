@@ -208,7 +208,7 @@ def free_port():
 
 def cli_process(args, env_extra=None):
   env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.path.dirname(__file__)]), **(env_extra or {})}
-  env.pop("XLA_FLAGS", None)
+  env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"  # the suite's compile setting (tests/conftest.py) only
   return subprocess.Popen([sys.executable, "-m", "llm", *args], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
 
@@ -217,11 +217,12 @@ def params_of(out):
   return load_file(os.path.join(out, "model", "model.safetensors"))
 
 
-def test_a_sigkilled_run_resumes_to_the_same_params(assets, tmp_path):
+@pytest.mark.parametrize("command", ["sft", "dpo"])
+def test_a_sigkilled_run_resumes_to_the_same_params(assets, tmp_path, command):
   extra = {"train.max_steps": 30, "train.save_every": 2, "train.learning_rate": 1e-3, "train.grad_accum": 2}
-  reference = cli_process(["sft", *tiny.overrides(assets, tmp_path / "whole", **extra)])
+  reference = cli_process([command, *tiny.overrides(assets, tmp_path / "whole", **extra)])
   killed_dir = tmp_path / "killed"
-  victim = cli_process(["sft", *tiny.overrides(assets, killed_dir, **extra)])
+  victim = cli_process([command, *tiny.overrides(assets, killed_dir, **extra)])
   deadline = time.time() + 120
   while time.time() < deadline:
     folder = killed_dir / "checkpoints"
@@ -234,7 +235,7 @@ def test_a_sigkilled_run_resumes_to_the_same_params(assets, tmp_path):
   steps = sorted(int(d) for d in os.listdir(killed_dir / "checkpoints") if d.isdigit())
   assert steps and steps[-1] < 30, f"the run was not killed mid-way: {steps}"
   assert not (killed_dir / "model").exists()
-  resumed = cli_process(["sft", *tiny.overrides(assets, killed_dir, **extra)])
+  resumed = cli_process([command, *tiny.overrides(assets, killed_dir, **extra)])
   for p in (reference, resumed):
     output = p.communicate(timeout=300)[0]
     assert p.returncode == 0, output
