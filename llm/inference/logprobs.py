@@ -60,6 +60,7 @@ def sequence_logprobs(model, prompt_ids, prompt_mask, response_ids, response_mas
 
 def reward_scores(model, prompt_ids, prompt_mask, response_ids, response_mask):
   """r(x, y) [B] float32 of a scalar-head model (config.num_labels = 1) on prompt + response: the score
-  at the response's last real token (the *ForSequenceClassification layout)."""
+  at the response's last real token that is not the pad id (transformers' *ForSequenceClassification rule;
+  training and scoring read the same position)."""
   input_ids, attention_mask, _ = concat_prompt_response(prompt_ids, prompt_mask, response_ids, response_mask)
   return model(input_ids, attention_mask)[:, 0].astype(jnp.float32)

@@ -110,17 +110,18 @@ class LayerContext(NamedTuple):
   cache_index: jax.Array | None  # scalar: where the T new keys go, None without a cache
 
 
-def layer_context(config, attention_mask, positions, cache):
-  """The LayerContext of a forward pass over T new tokens (attention_mask [B, T] of the new tokens)."""
+def layer_context(attention_mask, positions, cache, window=None):
+  """The LayerContext of a forward pass over T new tokens (attention_mask [B, T] of the new tokens) for
+  layers with a sliding window of `window` tokens (None: full causal attention)."""
   t = attention_mask.shape[1]
   if cache is None:
     slots = jnp.arange(t, dtype=jnp.int32)
-    return LayerContext(positions, attention_mask_4d(positions, positions, attention_mask, slots, slots,
-                                                     config.sliding_window), None)
+    return LayerContext(positions, attention_mask_4d(positions, positions, attention_mask, slots, slots, window),
+                        None)
   k_valid = jax.lax.dynamic_update_slice(cache.valid, attention_mask, _at(0, cache.index))
   k_positions = jax.lax.dynamic_update_slice(cache.positions, positions, _at(0, cache.index))
   mask = attention_mask_4d(positions, k_positions, k_valid, cache.index + jnp.arange(t, dtype=jnp.int32),
-                           jnp.arange(cache.valid.shape[1], dtype=jnp.int32), config.sliding_window)
+                           jnp.arange(cache.valid.shape[1], dtype=jnp.int32), window)
   return LayerContext(positions, mask, cache.index)
 
 

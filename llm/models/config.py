@@ -38,7 +38,8 @@ class ModelConfig:
   out_bias: bool = False
   mlp_bias: bool = False
   tie_word_embeddings: bool = False
-  sliding_window: int | None = None
+  sliding_window: int | None = None  # tokens a query sees (itself included) in the layers that slide
+  layer_types: tuple = ()  # per layer "full_attention" | "sliding_attention" (HF's); empty: all slide if windowed
   num_labels: int | None = None
   pad_token_id: int | None = None
   bos_token_id: int | None = None
@@ -54,6 +55,10 @@ class ModelConfig:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     if self.num_heads % self.num_kv_heads:
       raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+    if self.layer_types and (len(self.layer_types) != self.num_layers or
+                             set(self.layer_types) - {"full_attention", "sliding_attention"}):
+      raise ValueError(f"layer_types must name full_attention or sliding_attention for each of the "
+                       f"{self.num_layers} layers, got {self.layer_types}")
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in DTYPES:
         raise ValueError(f"{name} must be one of {sorted(DTYPES)}, got {getattr(self, name)!r}")
@@ -62,6 +67,10 @@ class ModelConfig:
   def family(self):
     """The family package (llm.models.llama, llm.models.gpt2, ...) that implements this model."""
     return registry.family(self.model_type)
+
+  def slides(self, layer):
+    """Whether layer `layer` attends through the sliding window."""
+    return self.sliding_window is not None and (not self.layer_types or self.layer_types[layer] == "sliding_attention")
 
   @property
   def compute_dtype(self):

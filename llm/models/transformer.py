@@ -3,7 +3,8 @@ llm.models.registry (blocks, final norm and position embedding come from the fam
 
 Calling convention: `model(input_ids [B, T] int32, attention_mask [B, T] | None) -> logits [B, T, V]`
 (a causal LM) or `scores [B, num_labels]` (config.num_labels set: the `*ForSequenceClassification`
-layout, the score of each row's last non-padding token). With `cache=` (llm.models.attention.KVCache) it
+layout, the score of each row's last attended token that is not config.pad_token_id, as transformers
+reads it; with pad == eos that is the token before a final EOS). With `cache=` (llm.models.attention.KVCache) it
 returns (logits, new cache): the decoding step of llm.inference.sampling.
 """
 
@@ -48,7 +49,8 @@ class Transformer(nnx.Module):
     if cache is not None:  # continue each row's count from the real tokens already cached
       cached = cache.valid.sum(-1, keepdims=True, dtype=jnp.int32)
       positions = jnp.where(attention_mask, positions + cached, 0)
-    ctx = attention.layer_context(self.config, attention_mask, positions, cache)
+    full, sliding = (attention.layer_context(attention_mask, positions, cache, window)
+                     for window in (None, self.config.sliding_window))
     x = self.embed(input_ids)
     if self.position_embed is not None:
       x = x + self.position_embed(positions)
@@ -57,7 +59,7 @@ class Transformer(nnx.Module):
     call = nnx.remat(call) if self.config.remat and cache is None else call  # decoding needs no remat
     for i, block in enumerate(self.blocks):
       layer_cache = None if cache is None else (cache.key[i], cache.value[i])
-      x, (k, v) = call(block, x, ctx, layer_cache)
+      x, (k, v) = call(block, x, sliding if self.config.slides(i) else full, layer_cache)
       new_keys.append(k)
       new_values.append(v)
     x = self.final_norm(x)
@@ -66,7 +68,9 @@ class Transformer(nnx.Module):
     return x, attention.update_cache(cache, new_keys, new_values, attention_mask, positions)
 
   def logits(self, hidden):
-    """LM logits [..., V] from hidden states [..., E] (tied: hidden @ embedding^T)."""
+    """LM logits [..., V] float32 from hidden states [..., E] (tied: hidden @ embedding^T): the matmul runs
+    in the compute dtype and accumulates in float32, so bfloat16 logits are never rounded before the
+    log-softmax."""
     weight = self.embed.embedding[...].T if self.config.tie_word_embeddings else self.lm_head.kernel[...]
     dtype = self.config.compute_dtype
     logits = vocab_logits(hidden.reshape(-1, hidden.shape[-1]).astype(dtype), weight.astype(dtype))
@@ -76,7 +80,9 @@ class Transformer(nnx.Module):
     out = self.hidden_states(input_ids, attention_mask, cache=cache)
     hidden, new_cache = (out, None) if cache is None else out
     if self.config.num_labels is not None:
-      mask = jnp.ones(input_ids.shape, bool) if attention_mask is None else attention_mask
+      mask = jnp.ones(input_ids.shape, bool) if attention_mask is None else attention_mask.astype(bool)
+      if self.config.pad_token_id is not None:  # transformers' rule: the last token that is not the pad id
+        mask = mask & (input_ids != self.config.pad_token_id)
       last = attention.last_token_index(mask)
       result = self.score(hidden[jnp.arange(hidden.shape[0]), last])
     else:
@@ -84,22 +90,30 @@ class Transformer(nnx.Module):
     return result if cache is None else (result, new_cache)
 
 
+def f32_matmul(a, b):
+  """a @ b accumulated and returned in float32 (exact products of the operands' dtype, no rounding of the
+  result to it)."""
+  return jnp.matmul(a, b, preferred_element_type=jnp.float32)
+
+
 @jax.custom_vjp
 def vocab_logits(hidden, weight):
-  """hidden [N, E] @ weight [E, V] -> logits [N, V]; its weight gradient hidden^T g is computed from an
-  explicitly transposed hidden [E, N]: XLA's CPU backend runs the matmul with both operands contracted
+  """hidden [N, E] @ weight [E, V] -> logits [N, V] float32; its weight gradient hidden^T g is computed from
+  an explicitly transposed hidden [E, N]: XLA's CPU backend runs the matmul with both operands contracted
   over their first dimension (what it emits otherwise) at about half the speed, and with a large
-  vocabulary this is the step's largest matmul."""
-  return hidden @ weight
+  vocabulary this is the step's largest matmul. Gradients come back in the operands' dtypes."""
+  return f32_matmul(hidden, weight)
 
 
 def _vocab_logits_fwd(hidden, weight):
-  return hidden @ weight, (hidden, weight)
+  return f32_matmul(hidden, weight), (hidden, weight)
 
 
 def _vocab_logits_bwd(residuals, g):
   hidden, weight = residuals
-  return g @ weight.T, jax.lax.optimization_barrier(hidden.T) @ g
+  g = g.astype(hidden.dtype)
+  return (f32_matmul(g, weight.T).astype(hidden.dtype),
+          f32_matmul(jax.lax.optimization_barrier(hidden.T), g).astype(weight.dtype))
 
 
 vocab_logits.defvjp(_vocab_logits_fwd, _vocab_logits_bwd)

@@ -229,6 +229,10 @@ def load_config(command, path=None, overrides=()):
       raise ValueError(f"override {item!r}: expected key=value (e.g. train.learning_rate=1e-5)")
     set_key(config, key.strip(), yaml.safe_load(text) if text.strip() else "", f"override {item!r}")
   validate(config)
+  if command not in ("sample", "label", "evaluate") and config.model.param_dtype == "bfloat16":
+    raise ValueError(f"{command} trains, and model.param_dtype=bfloat16 has no float32 master copy: AdamW "
+                     "updates below bfloat16's resolution (2^-8 of a weight) are lost, so at DPO learning rates "
+                     "most weights never move; train with model.param_dtype=float32 model.compute_dtype=bfloat16")
   return config
 
 

@@ -69,10 +69,19 @@ def _text(obj, key, where):
   return value
 
 
+def _prompt(obj, where):
+  """The prompt of a line: a non-empty string (with no prompt token, the first response token would be
+  predicted from padding)."""
+  prompt = _text(obj, "prompt", where)
+  if not prompt:
+    raise ValueError(f"{where}: empty prompt")
+  return prompt
+
+
 def parse_preference(obj, where):
   """(prompt, chosen, rejected) of one preference line."""
   if "prompt" in obj:
-    return _text(obj, "prompt", where), _text(obj, "chosen", where), _text(obj, "rejected", where)
+    return _prompt(obj, where), _text(obj, "chosen", where), _text(obj, "rejected", where)
   if "chosen" in obj and "rejected" in obj:
     prompt, chosen = tok.split_dialogue(_text(obj, "chosen", where))
     prompt_r, rejected = tok.split_dialogue(_text(obj, "rejected", where))
@@ -84,7 +93,7 @@ def parse_preference(obj, where):
 
 def parse_prompt(obj, where):
   if "prompt" in obj:
-    return _text(obj, "prompt", where)
+    return _prompt(obj, where)
   for key in ("chosen", "text"):
     if key in obj:
       return tok.split_dialogue(_text(obj, key, where))[0]
@@ -93,7 +102,7 @@ def parse_prompt(obj, where):
 
 def parse_sft(obj, where):
   if "response" in obj:
-    return _text(obj, "prompt", where), _text(obj, "response", where)
+    return _prompt(obj, where), _text(obj, "response", where)
   return parse_preference(obj, where)[:2]
 
 
@@ -194,5 +203,12 @@ def batch_indices(rng, step, num_examples, batch_size):
 
 
 def microbatches(arrays, rows, grad_accum):
-  """{name: [grad_accum, len(rows) / grad_accum, ...]} of the selected rows."""
-  return {k: v[rows].reshape(grad_accum, len(rows) // grad_accum, *v.shape[1:]) for k, v in arrays.items()}
+  """{name: [grad_accum, len(rows) / grad_accum, ...]} of the selected rows. With a "response_mask" (SFT)
+  also "token_weight" = grad_accum / (response tokens of all the rows), the same in every row: a loss that
+  sums its micro-batch's token log-likelihoods times it and is averaged over the micro-batches (as the train
+  step does) is the mean over every response token of the step, however the tokens fall into micro-batches."""
+  micro = {k: v[rows].reshape(grad_accum, len(rows) // grad_accum, *v.shape[1:]) for k, v in arrays.items()}
+  if "response_mask" in micro:
+    tokens = max(int(micro["response_mask"].sum()), 1)
+    micro["token_weight"] = np.full(micro["response_mask"].shape[:2], grad_accum / tokens, np.float32)
+  return micro

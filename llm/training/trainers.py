@@ -41,9 +41,13 @@ from llm.training.loop import train
 
 
 def sft_loss(model, batch):
-  """Mean negative log-likelihood per response token, prompt and padding masked (SFT)."""
+  """Mean negative log-likelihood per response token, prompt and padding masked (SFT). In training the
+  mean is over the tokens of the whole optimizer step (batch["token_weight"], llm.training.data.microbatches),
+  so micro-batches with fewer tokens do not weigh more; otherwise over the batch's tokens."""
   total, _ = logprobs.sequence_logprobs(model, batch["prompt_ids"], batch["prompt_mask"], batch["response_ids"],
                                         batch["response_mask"])
+  if "token_weight" in batch:
+    return -(total * batch["token_weight"]).sum(), {}
   tokens = batch["response_mask"].sum()
   return -total.sum() / jnp.maximum(tokens, 1), {}
 
@@ -167,23 +171,34 @@ def ensemble_members(folder):
 
 
 def ensemble_uncertainty(model_section, folders, arrays, batch_size, mesh):
-  """{"gamma_chosen", "gamma_rejected"} [N]: the ensemble's standard deviation of r(x, y) over members
-  (Section 5.1's ensemble uncertainty, Coste et al. 2023), and the members' mean rewards [N]."""
+  """{"gamma_chosen", "gamma_rejected"} [N]: the ensemble's disagreement about r(x, y) (Section 5.1's
+  ensemble uncertainty, Coste et al. 2023), member_disagreement of the members' rewards."""
   score = nnx.jit(lambda m, b: jnp.split(logprobs.reward_scores(m, *both_responses(b)), 2))
   scores = []
   for folder in folders:
     member, _ = load_model(model_section, mesh, path=folder)
     scores.append(distributed.map_batches(lambda b: score(member, b), arrays, batch_size,
                                           sharding.batch_sharding(mesh)))
-  chosen = np.stack([s[0] for s in scores])
-  rejected = np.stack([s[1] for s in scores])
-  return {"gamma_chosen": chosen.std(0, ddof=1), "gamma_rejected": rejected.std(0, ddof=1)}
+  return member_disagreement(np.stack([s[0] for s in scores]), np.stack([s[1] for s in scores]))
 
 
-def cache_key(arrays, folders, model_section):
-  """The key of a computation over the token arrays with the models in `folders` (their contents) loaded
-  with model_section's dtypes: a changed dataset, config.json, weight file or dtype gives another key."""
-  h = hashlib.sha256()
+def member_disagreement(chosen, rejected):
+  """Gamma of every pair's responses from the members' rewards chosen, rejected [k, N]: the standard
+  deviation over members (ddof 1) after centring each member by its mean reward over all 2N responses.
+
+  Bradley-Terry fixes a reward model only up to an additive shift (the loss sees differences), so each
+  member's shift is arbitrary (its head's initialization); uncentred, those shifts would dominate Gamma
+  and enter every response alike. Centring per member over the dataset removes the shifts and keeps the
+  members' disagreement about which responses are better. (Centring per pair instead would make
+  Gamma(x, a_w) = Gamma(x, a_l) and the pessimistic margin vanish.)"""
+  offsets = (chosen.mean(1, keepdims=True) + rejected.mean(1, keepdims=True)) / 2
+  return {"gamma_chosen": (chosen - offsets).std(0, ddof=1), "gamma_rejected": (rejected - offsets).std(0, ddof=1)}
+
+
+def cache_key(what, arrays, folders, model_section):
+  """The key of the computation `what` over the token arrays with the models in `folders` (their contents)
+  loaded with model_section's dtypes: a changed dataset, config.json, weight file or dtype gives another key."""
+  h = hashlib.sha256(what.encode())
   for name in sorted(arrays):
     h.update(name.encode())
     h.update(np.ascontiguousarray(arrays[name]).tobytes())
@@ -359,10 +374,10 @@ def run_dpo(config):
                                                                                  key="dpo.reference")[0]
       return reference_logprobs(loaded["model"], arrays, micro, mesh)
 
-    key = cache_key(arrays, [reference_path], config.model)
+    key = cache_key("reference log-probs", arrays, [reference_path], config.model)
     arrays = {**arrays, **cached_arrays(os.path.join(out, f"reference_logprobs_{split}.npz"), key, reference)}
     if config.dpo.uncertainty_coef:
-      key = cache_key(arrays, folders, config.model)
+      key = cache_key("member_disagreement (centred per member)", arrays, folders, config.model)
       arrays.update(cached_arrays(os.path.join(out, f"uncertainty_{split}.npz"), key,
                                   lambda arrays=arrays: ensemble_uncertainty(config.model, folders, arrays, micro, mesh)))
     sets[split] = (arrays, counts)

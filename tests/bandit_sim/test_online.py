@@ -117,7 +117,7 @@ def test_uncertainty_enhancer_against_scipy_multistart():
       return beta * norms, kl
 
     best = 0.0
-    for _ in range(20):
+    for _ in range(12):
       start = theta1 + rng.normal(size=3) * rng.choice([0.05, 0.3, 1.0, 3.0])
       res = minimize(lambda th: -terms(th)[0], start, method="SLSQP", options={"maxiter": 200},
                      constraints=[{"type": "ineq", "fun": lambda th: np.subtract(*terms(th))},

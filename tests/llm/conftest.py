@@ -17,7 +17,8 @@ COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden
 
 def hf_configs():
   """One tiny config per family and feature: GQA, Llama-3 RoPE scaling, attention bias, tied embeddings,
-  Mistral's sliding window (shorter than the test sequences), Qwen2's qkv bias, GPT-2."""
+  Mistral's sliding window (shorter than the test sequences), Qwen2's qkv bias, Qwen2's window in the layers
+  from max_window_layers on only, GPT-2."""
   llama3_rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                  "original_max_position_embeddings": 16, "rope_theta": 500000.0}
   return {
@@ -27,6 +28,8 @@ def hf_configs():
                                                    rms_norm_eps=1e-5),
       "mistral_window": transformers.MistralConfig(**COMMON, num_key_value_heads=1, sliding_window=5),
       "qwen2": transformers.Qwen2Config(**COMMON, num_key_value_heads=2),
+      "qwen2_window": transformers.Qwen2Config(**{**COMMON, "num_hidden_layers": 3}, num_key_value_heads=2,
+                                               use_sliding_window=True, sliding_window=3, max_window_layers=1),
       "gpt2": transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64,
                                       bos_token_id=0, eos_token_id=0),
   }

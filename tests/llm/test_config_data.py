@@ -139,3 +139,12 @@ def test_batch_order_is_a_function_of_key_and_step():
   assert not np.array_equal(np.concatenate([data.batch_indices(rng, s, 10, 3) for s in range(3, 6)]), flat)
   micro = data.microbatches({"x": np.arange(20).reshape(10, 2)}, epoch[0][:2], 2)["x"]
   assert micro.shape == (2, 1, 2)
+
+
+def test_an_empty_prompt_is_refused_with_its_line(tmp_path):
+  """With no prompt token the first response token would be predicted from a padding position."""
+  path = write(tmp_path / "p.jsonl", ['{"prompt": "x", "chosen": "a", "rejected": "b"}',
+                                      '{"prompt": "", "chosen": "a", "rejected": "b"}'])
+  for kind in ("preferences", "prompts", "sft"):
+    with pytest.raises(ValueError, match=r"p.jsonl:2: empty prompt$"):
+      data.load_examples(path, kind)

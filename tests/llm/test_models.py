@@ -17,7 +17,7 @@ from llm.models import config as model_config
 from llm.models import hf_io
 from llm.models.transformer import init_model
 
-FAMILIES = ["gpt2", "llama", "llama3_tied_bias", "mistral_window", "qwen2"]  # conftest.hf_configs
+FAMILIES = ["gpt2", "llama", "llama3_tied_bias", "mistral_window", "qwen2", "qwen2_window"]  # conftest.hf_configs
 
 
 def torch_forward(model, ids, mask, positions):
@@ -243,3 +243,12 @@ def test_bfloat16_load_is_close_to_float32(hf_folder, padded_batch):
   a = np.asarray(f32(jnp.asarray(ids, jnp.int32), jnp.asarray(mask)))
   b = np.asarray(bf16(jnp.asarray(ids, jnp.int32), jnp.asarray(mask))).astype(np.float32)
   assert b.dtype == np.float32 and np.abs(a - b)[mask.astype(bool)].max() < 0.05
+
+
+def test_qwen2_slides_only_from_max_window_layers_on(tiny_hf_configs):
+  config = model_config.from_hf(tiny_hf_configs["qwen2_window"])
+  assert config.layer_types == ("full_attention", "sliding_attention", "sliding_attention")
+  assert [config.slides(i) for i in range(3)] == [False, True, True]
+  assert model_config.from_hf(model_config.to_hf(config)) == config
+  mistral = model_config.from_hf(tiny_hf_configs["mistral_window"])
+  assert all(mistral.slides(i) for i in range(mistral.num_layers))  # Mistral's window is in every layer

@@ -53,13 +53,17 @@ def test_dataset_and_callable_oracles(tmp_path):
       oracle.callable_oracle(spec)
 
 
-def test_reward_model_oracle_reads_transformers_sequence_classification(assets, tmp_path):
+@pytest.mark.parametrize("pad", ["pad", "eos"])
+def test_reward_model_oracle_reads_transformers_sequence_classification(assets, tmp_path, pad):
+  """transformers scores the last token that is not the pad id: with pad == eos (Llama, GPT-2 and TRL reward
+  models) the token before the EOS the oracle appends, otherwise the EOS itself."""
   torch = pytest.importorskip("torch")
   import transformers
   tokenizer = tok.load_tokenizer(assets["policy"])
+  assert tokenizer.pad_token_id != tokenizer.eos_token_id
   config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
                                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                    pad_token_id=tokenizer.pad_token_id, num_labels=1)
+                                    pad_token_id=getattr(tokenizer, f"{pad}_token_id"), num_labels=1)
   torch.manual_seed(0)
   hf = transformers.LlamaForSequenceClassification(config).eval()
   folder = str(tmp_path / "rm")

@@ -106,17 +106,17 @@ def test_a_folder_without_a_manifest_is_not_taken_for_this_run(assets, run_copy)
 def test_cache_keys_follow_contents_and_dtypes_not_paths(assets, tmp_path):
   arrays = {"prompt_ids": np.arange(6).reshape(2, 3)}
   section = C.load_config("dpo").model
-  key = trainers.cache_key(arrays, [assets["policy"]], section)
+  key = trainers.cache_key("x", arrays, [assets["policy"]], section)
   copy = shutil.copytree(assets["policy"], tmp_path / "copy")
-  assert trainers.cache_key(arrays, [str(copy)], section) == key
+  assert trainers.cache_key("x", arrays, [str(copy)], section) == key
   bf16 = C.load_config("dpo", None, ["model.compute_dtype=bfloat16"]).model
-  assert trainers.cache_key(arrays, [str(copy)], bf16) != key
+  assert trainers.cache_key("x", arrays, [str(copy)], bf16) != key
   weights = copy / "model.safetensors"
   weights.write_bytes(weights.read_bytes())  # the same bytes, a new modification time: the same key
-  assert trainers.cache_key(arrays, [str(copy)], section) == key
+  assert trainers.cache_key("x", arrays, [str(copy)], section) == key
   (copy / "config.json").write_text((copy / "config.json").read_text().replace('"rms_norm_eps"', '"rms_norm_eps" ', 1))
-  assert trainers.cache_key(arrays, [str(copy)], section) != key
-  assert trainers.cache_key({"prompt_ids": arrays["prompt_ids"] + 1}, [assets["policy"]], section) != key
+  assert trainers.cache_key("x", arrays, [str(copy)], section) != key
+  assert trainers.cache_key("x", {"prompt_ids": arrays["prompt_ids"] + 1}, [assets["policy"]], section) != key
 
 
 def test_large_files_are_fingerprinted_by_samples_that_see_every_region(tmp_path, monkeypatch):

@@ -65,6 +65,7 @@ def free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow  # the default run has tests/llm/test_trainers.py's 2-process DPO run through the CLI
 def test_two_processes_end_with_the_same_params(single, tmp_path):
   address = f"127.0.0.1:{free_port()}"
   outs = [str(tmp_path / f"process{i}") for i in range(2)]

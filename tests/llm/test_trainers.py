@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tiny
+from flax import nnx
 from safetensors.numpy import load_file
 
 from gshf_jax import losses
@@ -26,6 +27,7 @@ from llm.models import hf_io
 from llm.preference import oracle
 from llm.training import config as C
 from llm.training import data, trainers
+from llm.training import step as train_step
 from llm.training.loop import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -142,6 +144,43 @@ def test_pessimistic_dpo_moves_implicit_rewards_and_uses_cached_reference(assets
   assert again["metrics"]["step"] == 8 and "train/loss" not in again["metrics"]
 
 
+def test_sft_under_gradient_accumulation_is_the_mean_over_every_token_of_the_step(assets):
+  model, _ = hf_io.load_hf_checkpoint(assets["policy"])
+  tokenizer = tok.load_tokenizer(assets["policy"])
+  examples, _ = data.load_examples(assets["train"], "sft")
+  arrays = data.tokenize_sft(tokenizer, examples[:8], 64, 64)
+  arrays["response_mask"][:4, 2:] = 0  # the first micro-batch has far fewer tokens than the second
+  graphdef, params = nnx.split(model, nnx.Param)
+  optimizer = train_step.make_optimizer(1e-3)
+  step = train_step.make_train_step(graphdef, optimizer, trainers.sft_loss)
+  losses_by_accum = {}
+  for accum in (1, 2):
+    fresh = jax.tree.map(jnp.copy, params)
+    _, _, m = step(fresh, train_step.init_optimizer_state(optimizer, fresh), data.microbatches(arrays, np.arange(8), accum))
+    losses_by_accum[accum] = float(m["loss"])
+  per_token, _ = trainers.sft_loss(model, {k: jnp.asarray(v) for k, v in arrays.items()})  # all 8 rows' tokens
+  assert losses_by_accum[1] == pytest.approx(float(per_token), rel=1e-5)
+  assert losses_by_accum[2] == pytest.approx(float(per_token), rel=1e-5)
+  halves = [float(trainers.sft_loss(model, {k: jnp.asarray(v[r]) for k, v in arrays.items()})[0])
+            for r in (slice(0, 4), slice(4, 8))]
+  assert abs(np.mean(halves) - float(per_token)) > 1e-3  # the mean of micro-batch means would differ
+
+
+def test_gamma_is_the_members_disagreement_not_their_shifts():
+  rng = np.random.default_rng(0)
+  chosen, rejected = rng.normal(size=(3, 5)), rng.normal(size=(3, 5))
+  gamma = trainers.member_disagreement(chosen, rejected)
+  shifts = np.array([[10.0], [-3.0], [0.5]])  # Bradley-Terry leaves each member's shift arbitrary
+  shifted = trainers.member_disagreement(chosen + shifts, rejected + shifts)
+  for side in gamma:
+    np.testing.assert_allclose(shifted[side], gamma[side], atol=1e-12)
+  both = np.concatenate([chosen, rejected], 1)
+  centred = both - both.mean(1, keepdims=True)
+  np.testing.assert_allclose(gamma["gamma_chosen"], centred[:, :5].std(0, ddof=1), atol=1e-12)
+  agree = trainers.member_disagreement(np.ones((3, 5)) + shifts, np.zeros((3, 5)) + shifts)
+  assert np.all(agree["gamma_chosen"] < 1e-12) and np.all(agree["gamma_rejected"] < 1e-12)
+
+
 @pytest.mark.parametrize("name, expected", [("hinge", 1.0), ("ipo", (1 / (2 * 0.1)) ** 2)])
 def test_hinge_and_ipo_at_the_reference(assets, name, expected):
   model, _ = hf_io.load_hf_checkpoint(assets["policy"])
@@ -217,7 +256,7 @@ def params_of(out):
   return load_file(os.path.join(out, "model", "model.safetensors"))
 
 
-@pytest.mark.parametrize("command", ["sft", "dpo"])
+@pytest.mark.parametrize("command", [pytest.param("sft", marks=pytest.mark.slow), "dpo"])  # one loop: DPO adds caches
 def test_a_sigkilled_run_resumes_to_the_same_params(assets, tmp_path, command):
   extra = {"train.max_steps": 30, "train.save_every": 2, "train.learning_rate": 1e-3, "train.grad_accum": 2}
   reference = cli_process([command, *tiny.overrides(assets, tmp_path / "whole", **extra)])

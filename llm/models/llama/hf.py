@@ -22,6 +22,10 @@ def config_from_hf(c, model_type):
   scaling = tuple(sorted(rope.items())) if rope_type == "llama3" else ()
   bias = bool(c.get("attention_bias", False))
   window = c.get("sliding_window") if (model_type == "mistral" or c.get("use_sliding_window")) else None
+  layer_types = ()
+  if model_type == "qwen2" and window is not None:  # Qwen2 slides only in the layers from max_window_layers on
+    layer_types = tuple(c.get("layer_types") or ["sliding_attention" if i >= c.get("max_window_layers", 0)
+                                                 else "full_attention" for i in range(c["num_hidden_layers"])])
   return dict(hidden_size=c["hidden_size"], num_layers=c["num_hidden_layers"],
               num_heads=c["num_attention_heads"],
               num_kv_heads=c.get("num_key_value_heads") or c["num_attention_heads"],
@@ -30,7 +34,7 @@ def config_from_hf(c, model_type):
               max_position_embeddings=c["max_position_embeddings"], norm_eps=c["rms_norm_eps"],
               rope_theta=float(theta), rope_scaling=scaling,
               qkv_bias=bias or model_type == "qwen2", out_bias=bias,
-              mlp_bias=bool(c.get("mlp_bias", False)), sliding_window=window,
+              mlp_bias=bool(c.get("mlp_bias", False)), sliding_window=window, layer_types=layer_types,
               tie_word_embeddings=bool(c.get("tie_word_embeddings", False)))
 
 
@@ -50,6 +54,9 @@ def config_to_hf(config, common):
     kwargs.update(sliding_window=config.sliding_window)
   if config.model_type == "qwen2":
     kwargs.update(use_sliding_window=config.sliding_window is not None, sliding_window=config.sliding_window)
+    if config.sliding_window is not None:
+      kwargs.update(layer_types=[("sliding_attention" if config.slides(i) else "full_attention")
+                                 for i in range(config.num_layers)])
   cls = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig,
          "qwen2": transformers.Qwen2Config}[config.model_type]
   return cls(**common, **kwargs)
