@@ -19,6 +19,7 @@ class Samples(NamedTuple):
   mask: jax.Array  # [B * n, N] 1 on generated tokens, the stop token included
   logprobs: jax.Array  # [B * n, N] log-probability of each token under the sampling distribution
   prompt_index: jax.Array  # [B * n] which prompt each row continues
+  stopped: jax.Array  # [B * n] bool: ended with a stop token (False: cut at max_new_tokens)
 
 
 def filter_logits(logits, *, temperature, top_k, top_p):
@@ -62,7 +63,7 @@ def generate(model, prompt_ids, prompt_mask, key, *, max_new_tokens, temperature
     pad_id: token written after a stop.
 
   Returns:
-    Samples.
+    Samples. Decoding is one while loop (one compilation) that ends as soon as every row has stopped.
   """
   check_left_padded(prompt_mask)
   if max_new_tokens < 1 or num_samples < 1:
@@ -92,25 +93,43 @@ def _generate(graphdef, state, prompt_ids, prompt_mask, key, *, max_new_tokens, 
   logits, cache = model(prompt_ids, prompt_mask, cache=cache)
   stops = jnp.asarray(stop_tokens or (-1,), jnp.int32)
 
-  def step(carry, step_key):
-    logits, cache, done = carry  # logits [rows, V] for the next token
+  keys = jax.random.split(key, max_new_tokens)
+
+  def unfinished(carry):
+    i, _, _, done, _ = carry
+    return (i < max_new_tokens) & ~jnp.all(done)  # every row stopped: no more decoding steps
+
+  def step(carry):
+    i, logits, cache, done, (tokens, mask, logps) = carry  # logits [rows, V] for the next token
     if temperature == 0.0:
       token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
       logp = jnp.zeros(rows, jnp.float32)
     else:
       filtered = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
-      token = jax.random.categorical(step_key, filtered).astype(jnp.int32)
+      token = jax.random.categorical(keys[i], filtered).astype(jnp.int32)
       logp = jnp.take_along_axis(jax.nn.log_softmax(filtered), token[:, None], axis=-1)[:, 0]
     live = ~done
     token = jnp.where(live, token, pad_id)
     done = done | jnp.isin(token, stops)
     next_logits, cache = model(token[:, None], live[:, None], cache=cache)
-    return (next_logits[:, -1], cache, done), (token, live, jnp.where(live, logp, 0.0))
+    out = (tokens.at[:, i].set(token), mask.at[:, i].set(live.astype(jnp.int32)),
+           logps.at[:, i].set(jnp.where(live, logp, 0.0)))
+    return i + 1, next_logits[:, -1], cache, done, out
 
-  init = (logits[:, -1], cache, jnp.zeros(rows, bool))
-  _, (tokens, mask, logps) = jax.lax.scan(step, init, jax.random.split(key, max_new_tokens))
-  return Samples(tokens.T, mask.T.astype(jnp.int32), logps.T, jnp.repeat(jnp.arange(rows // num_samples),
-                                                                           num_samples))
+  empty = (jnp.full((rows, max_new_tokens), pad_id, jnp.int32), jnp.zeros((rows, max_new_tokens), jnp.int32),
+           jnp.zeros((rows, max_new_tokens), jnp.float32))
+  init = (jnp.int32(0), logits[:, -1], cache, jnp.zeros(rows, bool), empty)
+  _, _, _, done, (tokens, mask, logps) = jax.lax.while_loop(unfinished, step, init)
+  return Samples(tokens, mask, logps, jnp.repeat(jnp.arange(rows // num_samples), num_samples), done)
+
+
+def stop_ids(model, tokenizer):
+  """The token ids that end a response: the tokenizer's eos and every eos id of the model's config.json
+  (Llama-3 chat models list several, e.g. <|end_of_text|> and <|eot_id|>)."""
+  ids = {tokenizer.eos_token_id}
+  eos = model.config.eos_token_id
+  ids.update(eos if isinstance(eos, tuple) else (eos,))
+  return tuple(sorted(i for i in ids if i is not None))
 
 
 def sample_texts(model, tokenizer, prompts, key, *, num_samples=1, max_new_tokens, temperature=1.0, top_k=0,
@@ -121,23 +140,23 @@ def sample_texts(model, tokenizer, prompts, key, *, num_samples=1, max_new_token
   Returns:
     {"responses": [P * n] str (rows p * n .. p * n + n - 1 continue prompt p, stop token removed),
      "prompt_ids", "prompt_mask" [P * n, L], "response_ids", "response_mask" [P * n, N] (the stop token
-     included, as llm.inference.logprobs.sequence_logprobs scores it), "lengths" [P * n] generated tokens}.
+     included, as llm.inference.logprobs.sequence_logprobs scores it), "lengths" [P * n] generated tokens,
+     "stopped" [P * n] bool: the response ended with a stop id (stop_ids) rather than at max_new_tokens}.
   """
   from llm.inference.tokenizer import encode_prompts
   ids, mask = encode_prompts(tokenizer, prompts, max_prompt_length)
-  stop = tokenizer.eos_token_id
+  stops = stop_ids(model, tokenizer)
   outputs = []
   for i, start in enumerate(range(0, len(prompts), batch_size)):
     index = np.minimum(np.arange(start, start + batch_size), len(prompts) - 1)
     samples = generate(model, ids[index], mask[index], jax.random.fold_in(key, i), max_new_tokens=max_new_tokens,
-                       temperature=temperature, top_k=top_k, top_p=top_p, stop_tokens=(stop,),
+                       temperature=temperature, top_k=top_k, top_p=top_p, stop_tokens=stops,
                        num_samples=num_samples, pad_id=tokenizer.pad_token_id)
     keep = min(batch_size, len(prompts) - start) * num_samples
-    outputs.append([np.asarray(x)[:keep] for x in (samples.tokens, samples.mask)])
-  tokens = np.concatenate([o[0] for o in outputs])
-  response_mask = np.concatenate([o[1] for o in outputs])
-  text_mask = response_mask.astype(bool) & (tokens != stop)
+    outputs.append([np.asarray(x)[:keep] for x in (samples.tokens, samples.mask, samples.stopped)])
+  tokens, response_mask, stopped = (np.concatenate([o[k] for o in outputs]) for k in range(3))
+  text_mask = response_mask.astype(bool) & ~np.isin(tokens, stops)
   responses = [tokenizer.decode(row[keep], skip_special_tokens=True) for row, keep in zip(tokens, text_mask)]
   return {"responses": responses, "prompt_ids": np.repeat(ids, num_samples, 0),
           "prompt_mask": np.repeat(mask, num_samples, 0), "response_ids": tokens, "response_mask": response_mask,
-          "lengths": text_mask.sum(-1)}
+          "lengths": text_mask.sum(-1), "stopped": stopped}

@@ -91,9 +91,9 @@ class Transformer(nnx.Module):
 
 
 def f32_matmul(a, b):
-  """a @ b accumulated and returned in float32 (exact products of the operands' dtype, no rounding of the
-  result to it)."""
-  return jnp.matmul(a, b, preferred_element_type=jnp.float32)
+  """a @ b accumulated and returned in float32 or wider (bfloat16 operands: exact products, no rounding of
+  the result to bfloat16; float64 operands stay float64)."""
+  return jnp.matmul(a, b, preferred_element_type=jnp.promote_types(a.dtype, jnp.float32))
 
 
 @jax.custom_vjp

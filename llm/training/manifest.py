@@ -141,29 +141,28 @@ def claim(record, manifest, *, name, done, started=False, on_change="stop", clea
     changes = ["no manifest records how it was made"]
   else:
     changes = differences(old, manifest)
+  resume = on_change == "resume" and resumable and not done and old is not None
+  if changes and not (on_change == "overwrite" or resume):
+    hint = "rerun with --overwrite (on_change=overwrite) to make it again"
+    if resumable and not done:
+      hint += ", or with --resume (on_change=resume) to continue it with the new settings"
+    raise ValueError(f"{name} was made with other settings or inputs ({'; '.join(changes)}); {hint}")
+  if main:
+    sweep(os.path.dirname(os.path.abspath(record)))
   if not changes:
     if done:
       return True
     if main:
-      sweep(os.path.dirname(os.path.abspath(record)))
       atomic.write_json(record, manifest)
     return False
-  if on_change == "overwrite":
-    if main:
+  if main:
+    if resume:
+      atomic.write_json(record, {**manifest, "previous": old})
+    else:
       if clear:
         clear()
-      sweep(os.path.dirname(os.path.abspath(record)))
       atomic.write_json(record, manifest)
-    return False
-  if on_change == "resume" and resumable and not done and old is not None:
-    if main:
-      atomic.write_json(record, {**manifest, "previous": old})
-    return False
-  hint = "rerun with --overwrite (on_change=overwrite) to make it again"
-  if resumable and not done:
-    hint += ", or with --resume (on_change=resume) to continue it with the new settings"
-  raise ValueError(f"{name} was made with other settings or inputs ({'; '.join(changes)}); {hint}")
-
+  return False
 
 def claim_file(path, settings, *, on_change, paths=None, values=None):
   """`claim` for a stage whose output is the single file `path` (its manifest in PATH.manifest.json):

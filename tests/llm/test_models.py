@@ -197,6 +197,17 @@ def test_sampling_stops_and_draws_from_the_filtered_distribution(tiny_llama):
       assert row_mask[:hits[0] + 1].all() and not row_mask[hits[0] + 1:].any()
       assert np.all(row[hits[0] + 1:] == 0)
   assert (m.sum(1) < 6).any()
+  stopped = np.asarray(out.stopped)
+  np.testing.assert_array_equal(stopped, (tokens == stop).any(1))  # False: cut at max_new_tokens
+  assert stopped.any() and not stopped.all()
+
+
+def test_stop_ids_are_the_tokenizers_eos_and_every_eos_of_the_config():
+  from types import SimpleNamespace
+  model = SimpleNamespace(config=SimpleNamespace(eos_token_id=(9, 2)))  # e.g. Llama-3's end_of_text, eot_id
+  assert sampling.stop_ids(model, SimpleNamespace(eos_token_id=7)) == (2, 7, 9)
+  model = SimpleNamespace(config=SimpleNamespace(eos_token_id=None))
+  assert sampling.stop_ids(model, SimpleNamespace(eos_token_id=7)) == (7,)
 
 
 def test_bad_prompts_and_checkpoints(tiny_llama, tmp_path):

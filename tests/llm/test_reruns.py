@@ -46,8 +46,11 @@ def trained(monkeypatch):
 
 
 def test_a_finished_run_is_reused_only_with_the_same_settings_and_inputs(assets, run_copy, tmp_path, trained):
+  os.makedirs(os.path.join(run_copy, ".tmp-k1ll3d"))  # a model export a killed run left behind
+  open(os.path.join(run_copy, ".tmp-x9summary.json"), "w").close()
   summary = sft(assets, run_copy, **{"train.save_every": 3, "train.log_every": 1, "train.progress": "true"})
   assert summary["manifest"]["settings"]["train.learning_rate"] == 1e-3  # logging and cadence are not results
+  assert not [name for name in os.listdir(run_copy) if name.startswith(".tmp-")]  # swept
   moved = shutil.copy(assets["train"], tmp_path / "moved.jsonl")
   sft(assets, run_copy, **{"data.train": moved})  # the same contents elsewhere
   assert trained == []
