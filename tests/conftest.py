@@ -32,3 +32,13 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", float(os.environ
 hypothesis.settings.register_profile("default", max_examples=40, deadline=None,
                                      derandomize=bool(os.environ.get("CI")))
 hypothesis.settings.load_profile("default")
+
+
+LONGEST = ("tests/llm/test_pipelines.py", "tests/test_notebooks.py", "tests/llm/test_trainers.py")
+
+
+def pytest_collection_modifyitems(items):
+  """The longest files first: xdist (--dist loadfile) hands files to the workers in collection order, and a
+  long file started last would leave one worker running alone at the end."""
+  first = lambda item: next((i for i, name in enumerate(LONGEST) if item.nodeid.startswith(name + "::")), len(LONGEST))
+  items.sort(key=first)  # stable: the other files keep their order

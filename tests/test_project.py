@@ -72,15 +72,16 @@ def test_experiment_cli_writes_complete_results(tmp_path):
   assert table.count("\n| online |") == 7 and table.count("\n| hybrid |") == 5 and table.count("\n| regret |") == 3
 
 
-def test_experiment_cli_rejects_bad_arguments(tmp_path):
+def test_experiment_cli_rejects_bad_arguments(tmp_path, capsys):
   (tmp_path / "a_file").write_text("x")
   for args, message in ((["--seeds", "1"], "--seeds must be an integer >= 2"), (["nonexistent"], "invalid choice"),
                         (["--seed", str(2 ** 64)], "--seed must be an integer in [0, 2**63)"),
                         (["--out", str(tmp_path / "a_file" / "out")], "a_file is not a folder"),
                         (["--seeds", str(10 ** 11)], "--seeds 100000000000: the per-seed arrays alone need about")):
-    proc = subprocess.run([sys.executable, "-m", "bandit_sim.experiment", *args], capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert message in proc.stderr.splitlines()[-1]  # one line, before any computation
+    with pytest.raises(SystemExit) as exit_:
+      experiment.main(args)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err.splitlines()[-1]  # one line, before any computation
 
 
 def test_a_single_experiment_rerun_replaces_its_rows_in_the_aggregate_summary(tmp_path):

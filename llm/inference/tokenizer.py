@@ -11,7 +11,10 @@ SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos
 def load_tokenizer(path):
   """transformers.AutoTokenizer from a local folder; a missing pad token becomes the eos token."""
   import transformers
-  tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+  try:
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+  except (OSError, ValueError) as e:  # missing or malformed tokenizer / config files
+    raise ValueError(f"{path}: cannot load a tokenizer ({' '.join(str(e).split())})") from None
   if tokenizer.pad_token is None:
     if tokenizer.eos_token is None:
       raise ValueError(f"{path}: tokenizer has neither a pad nor an eos token")

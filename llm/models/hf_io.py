@@ -42,17 +42,32 @@ def tensor_files(path: str) -> dict[str, str]:
   """{tensor name: safetensors file} of a checkpoint folder (single file or sharded index)."""
   index = os.path.join(path, INDEX_FILE)
   if os.path.exists(index):
-    with open(index) as f:
-      weight_map = json.load(f)["weight_map"]
-    return {name: os.path.join(path, file) for name, file in weight_map.items()}
+    try:
+      with open(index) as f:
+        weight_map = json.load(f)["weight_map"]
+    except (ValueError, KeyError, TypeError) as e:
+      raise ValueError(f"{index}: not a safetensors index ({e!r})") from None
+    files = {name: os.path.join(path, file) for name, file in weight_map.items()}
+    for file in sorted(set(files.values())):
+      stored_tensors(file)  # every shard's header is checked before any weight is read
+    return files
   single = os.path.join(path, SINGLE_FILE)
   if not os.path.exists(single):
     found = sorted(os.listdir(path)) if os.path.isdir(path) else "not a folder"
     raise ValueError(f"{path}: no {SINGLE_FILE} or {INDEX_FILE} (found {found}); only safetensors "
                      "checkpoints are read, never pickle (.bin)")
-  from safetensors import safe_open
-  with safe_open(single, framework="numpy") as f:
-    return {name: single for name in f.keys()}
+  return {name: single for name in stored_tensors(single)}
+
+
+def stored_tensors(file: str) -> list[str]:
+  """The tensor names of a safetensors file. Raises ValueError naming the file when it is missing, empty,
+  truncated or not safetensors (the format checks that the header's offsets fit the file's size)."""
+  from safetensors import SafetensorError, safe_open
+  try:
+    with safe_open(file, framework="numpy") as f:
+      return list(f.keys())
+  except (OSError, SafetensorError) as e:
+    raise ValueError(f"{file}: not a readable safetensors file ({e})") from None
 
 
 def load_hf_checkpoint(path: str, dtype: str = "float32", mesh: jax.sharding.Mesh | None = None,
@@ -80,6 +95,11 @@ def load_hf_checkpoint(path: str, dtype: str = "float32", mesh: jax.sharding.Mes
   config_file = os.path.join(path, "config.json")
   if not os.path.exists(config_file):
     raise ValueError(f"{path}: no config.json")
+  try:
+    with open(config_file) as f:
+      json.load(f)
+  except ValueError as e:
+    raise ValueError(f"{config_file}: not valid JSON ({e})") from None
   hf_config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
   config = model_config.from_hf(hf_config, **{"dtype": dtype, "param_dtype": dtype, **config_overrides})
   abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0)))

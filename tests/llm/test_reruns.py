@@ -181,3 +181,20 @@ def test_outputs_that_cannot_be_written_are_named_before_any_work(assets, tmp_pa
   for args, message in cases:
     assert cli.main(args) == 2
     assert capsys.readouterr().err == f"python -m llm {args[0]}: error: {message}\n"
+
+
+def test_broken_checkpoint_files_are_named_in_one_line(assets, tmp_path, capsys):
+  broken = shutil.copytree(assets["policy"], tmp_path / "broken")
+  weights = broken / "model.safetensors"
+  whole = weights.read_bytes()
+  command = ["sample", f"model.path={broken}", f"sample.prompts={assets['prompts']}", f"output_dir={tmp_path / 'o'}"]
+  for content in (b"", whole[:len(whole) // 2]):  # empty, truncated (a full disk, a killed copy)
+    weights.write_bytes(content)
+    assert cli.main(command) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: {weights}: not a readable safetensors file (" in err
+  weights.write_bytes(whole)
+  (broken / "config.json").write_text("{not json")
+  assert cli.main(command) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "config.json" in err and "not a valid JSON" in err

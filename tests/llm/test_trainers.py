@@ -27,7 +27,6 @@ from llm.models import hf_io
 from llm.preference import oracle
 from llm.training import config as C
 from llm.training import data, trainers
-from llm.training import step as train_step
 from llm.training.loop import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -145,25 +144,21 @@ def test_pessimistic_dpo_moves_implicit_rewards_and_uses_cached_reference(assets
 
 
 def test_sft_under_gradient_accumulation_is_the_mean_over_every_token_of_the_step(assets):
+  """The train step averages its micro-batches' losses (llm.training.step): with the token weights of
+  llm.training.data.microbatches that average is the mean over every response token of the step."""
   model, _ = hf_io.load_hf_checkpoint(assets["policy"])
   tokenizer = tok.load_tokenizer(assets["policy"])
   examples, _ = data.load_examples(assets["train"], "sft")
   arrays = data.tokenize_sft(tokenizer, examples[:8], 64, 64)
   arrays["response_mask"][:4, 2:] = 0  # the first micro-batch has far fewer tokens than the second
-  graphdef, params = nnx.split(model, nnx.Param)
-  optimizer = train_step.make_optimizer(1e-3)
-  step = train_step.make_train_step(graphdef, optimizer, trainers.sft_loss)
-  losses_by_accum = {}
+  loss = nnx.jit(lambda m, b: trainers.sft_loss(m, b)[0])
+  per_token = float(loss(model, {k: jnp.asarray(v) for k, v in arrays.items()}))  # all 8 rows, no weights
   for accum in (1, 2):
-    fresh = jax.tree.map(jnp.copy, params)
-    _, _, m = step(fresh, train_step.init_optimizer_state(optimizer, fresh), data.microbatches(arrays, np.arange(8), accum))
-    losses_by_accum[accum] = float(m["loss"])
-  per_token, _ = trainers.sft_loss(model, {k: jnp.asarray(v) for k, v in arrays.items()})  # all 8 rows' tokens
-  assert losses_by_accum[1] == pytest.approx(float(per_token), rel=1e-5)
-  assert losses_by_accum[2] == pytest.approx(float(per_token), rel=1e-5)
-  halves = [float(trainers.sft_loss(model, {k: jnp.asarray(v[r]) for k, v in arrays.items()})[0])
-            for r in (slice(0, 4), slice(4, 8))]
-  assert abs(np.mean(halves) - float(per_token)) > 1e-3  # the mean of micro-batch means would differ
+    micro = data.microbatches(arrays, np.arange(8), accum)
+    step_loss = np.mean([float(loss(model, {k: jnp.asarray(v[a]) for k, v in micro.items()})) for a in range(accum)])
+    assert step_loss == pytest.approx(per_token, rel=1e-5)
+  halves = [float(loss(model, {k: jnp.asarray(v[r]) for k, v in arrays.items()})) for r in (slice(0, 4), slice(4, 8))]
+  assert abs(np.mean(halves) - per_token) > 1e-3  # the mean of micro-batch means would differ
 
 
 def test_gamma_is_the_members_disagreement_not_their_shifts():
