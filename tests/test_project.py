@@ -145,3 +145,12 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
   with pytest.raises(OSError, match="No space left"):
     atomic.write_text(str(path), "new")
   assert path.read_text() == "old" and os.listdir(tmp_path) == ["summary.json"]
+
+
+def test_a_read_only_folder_is_named_before_any_work(tmp_path, monkeypatch):
+  """What `--out` / `output_dir` checks see in a read-only folder (the suite may run as root, for whom every
+  folder is writable, so os.access is what is made to say no)."""
+  from gshf_jax import atomic
+  monkeypatch.setattr(os, "access", lambda path, mode: False)
+  assert atomic.unwritable(str(tmp_path / "new" / "out"), folder=True) == f"{tmp_path} is not writable"
+  assert atomic.unwritable(str(tmp_path / "x.jsonl")) == f"{tmp_path} is not writable"

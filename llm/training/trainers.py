@@ -255,6 +255,8 @@ def claim_run(config, command, **kwargs):
   when the run is to be made or resumed (its manifest is recorded first). Raises a one-line ValueError when
   the folder holds a run made otherwise and config.on_change is "stop" (llm.training.manifest.claim)."""
   out = require_writable("output_dir", config.output_dir, folder=True)
+  require_file("model.path", config.model.path, folder=True)  # named as missing, not as "changed"
+  require_file("data.train", config.data.train)
   started = any(glob.glob(os.path.join(out, name)) for name in RUN_OUTPUTS if name != "manifest.json")
   return manifest.claim(os.path.join(out, "manifest.json"), run_manifest(config, command, **kwargs),
                         name=f"output_dir {out}", done=finished(out), started=started, on_change=config.on_change,

@@ -62,6 +62,8 @@ def test_a_finished_run_is_reused_only_with_the_same_settings_and_inputs(assets,
   changed.write_text("".join(lines[:-1]))
   with pytest.raises(ValueError, match=r"\(data.train: contents changed\)"):
     sft(assets, run_copy, **{"data.train": str(changed)})
+  with pytest.raises(ValueError, match=r"^model.path: .*nope: no such folder$"):  # not the old summary, exit 0
+    sft(assets, run_copy, **{"model.path": str(tmp_path / "nope")})
   policy = shutil.copytree(assets["policy"], tmp_path / "policy")
   config = json.load(open(policy / "config.json"))
   json.dump({**config, "rms_norm_eps": 1e-3}, open(policy / "config.json", "w"))
