@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from llm.models import attention
+from llm.models import attention, transformer
 
 
 class Samples(NamedTuple):
@@ -70,10 +70,8 @@ def generate(model, prompt_ids, prompt_mask, key, *, max_new_tokens, temperature
     raise ValueError(f"max_new_tokens and num_samples must be >= 1, got {max_new_tokens}, {num_samples}")
   if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
     raise ValueError(f"need temperature >= 0, 0 < top_p <= 1, top_k >= 0; got {temperature}, {top_p}, {top_k}")
-  longest = int(np.asarray(prompt_mask).sum(1).max()) + max_new_tokens
-  if model.position_embed is not None and longest > model.config.max_position_embeddings:
-    raise ValueError(f"a prompt of {longest - max_new_tokens} tokens + max_new_tokens {max_new_tokens} exceeds the "
-                     f"model's {model.config.max_position_embeddings} learned positions (max_position_embeddings)")
+  transformer.check_positions(model, int(np.asarray(prompt_mask).sum(1).max()) + max_new_tokens,
+                              f"the longest prompt + max_new_tokens {max_new_tokens}")
   graphdef, state = nnx.split(model)
   return _generate(graphdef, state, jnp.asarray(prompt_ids, jnp.int32), jnp.asarray(prompt_mask, bool), key,
                    max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=int(top_k),

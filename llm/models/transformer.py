@@ -119,6 +119,16 @@ def _vocab_logits_bwd(residuals, g):
 vocab_logits.defvjp(_vocab_logits_fwd, _vocab_logits_bwd)
 
 
+def check_positions(model, longest, what, hint=""):
+  """Raises a ValueError when `longest` tokens (`what`, as the message names it; `hint`: what to change)
+  exceed a model with learned absolute positions (GPT-2): positions past max_position_embeddings would
+  read outside the table (NaN)."""
+  limit = model.config.max_position_embeddings
+  if model.position_embed is not None and longest > limit:
+    raise ValueError(f"{what} of {longest} tokens exceeds the model's {limit} learned positions "
+                     f"(max_position_embeddings){'; ' + hint if hint else ''}")
+
+
 def init_model(config: ModelConfig, seed: int = 0) -> "Transformer":
   """A randomly initialized Transformer (normal(0.02) weights, as transformers initializes)."""
   return Transformer(config, rngs=nnx.Rngs(seed))

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gshf_jax import atomic
+from llm.models import transformer
 from llm.parallel import distributed, sharding
 from llm.training import checkpoint, data
 from llm.training import step as train_step
@@ -117,16 +118,11 @@ def train(model, loss_fn, arrays, config, out_dir, *, eval_arrays=None, mesh=Non
 
 
 def check_positions(model, arrays, key):
-  """Learned absolute positions (GPT-2) end at max_position_embeddings: a longer prompt + response would
-  read past them (a NaN loss), so it is refused before training, naming the data's config key."""
-  if model.position_embed is None:
-    return
-  limit = model.config.max_position_embeddings
+  """transformer.check_positions for the longest prompt + response of the data under config key `key`."""
   responses = [k for k in arrays if k.endswith("_mask") and k != "prompt_mask"]
   longest = max(int((arrays["prompt_mask"].sum(1) + arrays[k].sum(1)).max()) for k in responses)
-  if longest > limit:
-    raise ValueError(f"{key}: a prompt + response of {longest} tokens exceeds the model's {limit} positions "
-                     "(max_position_embeddings); lower data.max_prompt_length or data.max_response_length")
+  transformer.check_positions(model, longest, f"{key}: a prompt + response",
+                              "lower data.max_prompt_length or data.max_response_length")
 
 
 @jax.jit
