@@ -81,7 +81,9 @@ def rso_pairs(key: jax.Array, rewards: ArrayLike, beta: ArrayLike, num_pairs: in
   """Appendix H's RSO pair construction: rejection-sample 2n candidates, shuffle, pair them up.
 
   `rso_rejection_sample` draws 2 * num_pairs candidates; a random permutation orders them; consecutive
-  ones form pairs; the one with the higher reward is chosen (a tie keeps the permuted order).
+  ones form pairs; the one with the higher reward is chosen (a tie keeps the permuted order). With a traced
+  `valid` that leaves fewer than 2 * num_pairs candidates, the accepted ones pair up first and the pairs
+  that hold an unfilled slot (-1) come last.
 
   Args:
     key: PRNG key.
@@ -97,6 +99,7 @@ def rso_pairs(key: jax.Array, rewards: ArrayLike, beta: ArrayLike, num_pairs: in
   sample_key, shuffle_key = jax.random.split(key)
   picked = rso_rejection_sample(sample_key, rewards, beta, 2 * num_pairs, valid)
   picked = jax.random.permutation(shuffle_key, picked)
+  picked = picked[jnp.argsort(picked < 0, stable=True)]  # unfilled slots (-1) pair up last
   first, second = picked[0::2], picked[1::2]
   rewards = jnp.asarray(rewards)
   first_wins = rewards[first] >= rewards[second]

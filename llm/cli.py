@@ -48,28 +48,33 @@ def run_sample(config):
 
 
 def run_label(config):
-  """Labels response pairs of label.input with the oracle: {"prompt", "responses": [...]} lines give the
-  pairs (0, 1), (2, 3), ...; {"prompt", "response_a", "response_b"} one pair. Writes {"prompt", "chosen",
-  "rejected"} lines to label.output (oracle.labels: bt samples or argmax; seed train.seed)."""
+  """Labels response pairs of label.input with the oracle: {"prompt", "responses": [...]} lines (the
+  `sample` command's, with "stopped") give the pairs (0, 1), (2, 3), ...; {"prompt", "response_a",
+  "response_b"} one pair. Pairs with a response that did not stop or two identical responses are left out
+  (stages.trainable_pairs). Writes {"prompt", "chosen", "rejected"} lines to label.output (oracle.labels: bt
+  samples or argmax; seed train.seed)."""
   path = require_file("label.input", config.label.input)
   output = require_writable("label.output", config.label.output or os.path.join(config.output_dir, "labelled.jsonl"))
   rows, skipped = data.read_jsonl(path, skip_malformed=config.data.skip_malformed)
   prompts, a, b = [], [], []
   for number, obj in rows:
+    where = f"{path}:{number}"
     if "responses" in obj and isinstance(obj["responses"], list):
-      responses = obj["responses"]
+      responses = stages.responses(obj)
     elif "response_a" in obj and "response_b" in obj:
-      responses = [obj["response_a"], obj["response_b"]]
+      responses = stages.responses({"responses": [obj["response_a"], obj["response_b"]]})
     else:
-      raise ValueError(f"{path}:{number}: expected 'responses' (a list) or 'response_a' and 'response_b'")
-    if not isinstance(obj.get("prompt"), str) or not all(isinstance(r, str) for r in responses):
-      raise ValueError(f"{path}:{number}: prompt and responses must be strings")
+      raise ValueError(f"{where}: expected 'responses' (a list) or 'response_a' and 'response_b'")
+    prompt = data.parse_prompt({"prompt": obj.get("prompt")}, where)
+    if not all(isinstance(r, str) and isinstance(done, bool) for r, done in responses):
+      raise ValueError(f"{where}: responses must be strings and 'stopped' booleans")
     for i in range(0, len(responses) - 1, 2):
-      prompts.append(obj["prompt"])
+      prompts.append(prompt)
       a.append(responses[i])
       b.append(responses[i + 1])
+  prompts, a, b, dropped = stages.trainable_pairs(prompts, a, b)
   stages.label_to_file(config.oracle, prompts, a, b, output, seed=config.train.seed)
-  return {"command": "label", "pairs": len(prompts), "malformed": skipped, "output": output}
+  return {"command": "label", "pairs": len(prompts), "malformed": skipped, **dropped, "output": output}
 
 
 def run_evaluate(config):

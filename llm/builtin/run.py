@@ -58,8 +58,8 @@ SIZES = {
                      test_prompts=512, dpo_epochs=2, batch_size=32, max_new_tokens=24,
                      temperatures=(0.5, 0.7, 1.0, 1.3), candidates=8, save_every=20),
     "quick": Sizes(hidden=32, layers=2, vocab=320, sft_examples=4000, sft_epochs=2, train_prompts=96,
-                   test_prompts=32, dpo_epochs=1, batch_size=16, max_new_tokens=12, temperatures=(0.7, 1.0),
-                   candidates=4, save_every=2),
+                   test_prompts=32, dpo_epochs=1, batch_size=16, max_new_tokens=24, temperatures=(0.7, 1.0),
+                   candidates=4, save_every=1),
 }
 GOLD = "llm.builtin.task:gold_reward"
 
@@ -126,16 +126,19 @@ def base_config(out, sizes, paths, seed, on_change="stop"):
 def train_pi0(config, paths, sizes):
   return trainers.run_sft(with_overrides(config, {
       "output_dir": os.path.join(config.output_dir, "pi0"), "model.path": paths["init"], "data.train": paths["sft"],
-      "train.learning_rate": 3e-3, "train.epochs": sizes.sft_epochs, "train.batch_size": 32}))
+      "train.learning_rate": 3e-3, "train.epochs": sizes.sft_epochs, "train.batch_size": 32,
+      "train.save_every": 100}))
 
 
 def offline_data(config, paths):
-  """D_off: two samples of pi0 per train prompt, labelled by the gold oracle."""
+  """D_off: two samples of pi0 per train prompt, labelled by the gold oracle (pairs with a response cut at
+  max_new_tokens or two identical responses are left out)."""
   prompts, _ = data.load_examples(paths["train_prompts"], "prompts")
   rows = pipelines.sample_responses(config, config.model.path, prompts, os.path.join(config.output_dir, "d_off_samples.jsonl"),
                                     num_samples=2, seed=config.train.seed + 7)
-  return pipelines.label_with_oracle(config, prompts, [r["responses"][0] for r in rows],
-                                     [r["responses"][1] for r in rows], config.data.train, seed=config.train.seed + 7)
+  pipelines.label_with_oracle(config, prompts, [stages.responses(r)[0] for r in rows],
+                              [stages.responses(r)[1] for r in rows], config.data.train, seed=config.train.seed + 7)
+  return config.data.train
 
 
 def evaluate_folder(config, name, policy, baseline, key, *, temperatures=None):
@@ -247,7 +250,7 @@ def comparison(out, sizes, seed, on_change, log):
                           "run": next((name for name, v in SIZES.items() if v == sizes), "custom"), "pi0_sft_loss":
                           pi0["metrics"].get("eval/loss", pi0["metrics"].get("train/loss"))},
              "methods": results, "hybrid_iterations": iterations, "best_of_n": best,
-             "oracle_queries": {"offline": sizes.train_prompts, "hybrid": hybrid["queries"]},
+             "oracle_queries": {"offline": len(pipelines.offline_pairs(config)), "hybrid": hybrid["queries"]},
              "seconds": time.time() - start}
   write_summary(out, summary)
   step(f"done: {os.path.join(out, 'summary.md')}")
@@ -261,7 +264,8 @@ def write_summary(out, summary):
   lines = [f"# Built-in task: Table 1 in miniature ({s['run']} run, seed {s['seed']})", "",
            f"Gold reward = {review_task.GOLD_SCALE:g} x VADER compound sentiment of the response; pi0 = a "
            f"{s['layers']}-layer, {s['hidden']}-wide Llama trained from scratch on grammar samples; "
-           f"|D_off| = {s['train_prompts']} pairs (= every method's oracle budget; hybrid used "
+           f"|D_off| = {summary['oracle_queries']['offline']} pairs from {s['train_prompts']} prompts (pairs with a "
+           "truncated or duplicate response left out; = every method's oracle budget; hybrid used "
            f"{summary['oracle_queries']['hybrid']}); {s['test_prompts']} test and {s['test_prompts']} OOD prompts, "
            "one response each; ± is one standard error over prompts. Win rate: against DPO, judged by the gold "
            "reward (win + tie/2, Table 4).", "",

@@ -122,9 +122,9 @@ def _generate(graphdef, state, prompt_ids, prompt_mask, key, *, max_new_tokens, 
 
 
 def stop_ids(model, tokenizer):
-  """The token ids that end a response: the tokenizer's eos and every eos id of the model's config.json
-  (Llama-3 chat models list several, e.g. <|end_of_text|> and <|eot_id|>)."""
-  ids = {tokenizer.eos_token_id}
+  """The token ids that end a response: the tokenizer's eos and every eos id of the model's config.json and
+  generation_config.json (Llama-3 chat models list several, e.g. <|end_of_text|> and <|eot_id|>)."""
+  ids = {tokenizer.eos_token_id, *model.config.generation_eos_token_ids}
   eos = model.config.eos_token_id
   ids.update(eos if isinstance(eos, tuple) else (eos,))
   return tuple(sorted(i for i in ids if i is not None))

@@ -43,31 +43,112 @@ def train_tokenizer(texts, vocab_size, path=None):
   return tokenizer
 
 
-def encode_prompts(tokenizer, prompts, max_length):
-  """Left-padded (ids [B, P], mask [B, P]) int32 with P = the longest prompt (at most max_length; longer
-  prompts keep their last max_length tokens)."""
-  rows = [tokenizer.encode(p, add_special_tokens=False)[-max_length:] for p in prompts]
+def is_conversation(value):
+  """Whether `value` is a conversation: a tuple of (role, content) pairs (parse_conversation's form)."""
+  return isinstance(value, tuple)
+
+
+def parse_conversation(messages, where):
+  """TRL's conversational form, a list of {"role", "content"} messages, as a hashable tuple of (role,
+  content) pairs (other message keys are not kept)."""
+  if not isinstance(messages, list) or not messages:
+    raise ValueError(f"{where}: a conversation must be a non-empty list of messages")
+  for m in messages:
+    if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+      raise ValueError(f"{where}: each message must have string 'role' and 'content', got {m!r}"[:200])
+  return tuple((m["role"], m["content"]) for m in messages)
+
+
+def messages(conversation):
+  """A conversation (tuple of (role, content)) as TRL / apply_chat_template messages."""
+  return [{"role": role, "content": content} for role, content in conversation]
+
+
+def as_json(value, prompt=None):
+  """A prompt or completion as written to JSONL: text as is, a conversation as a list of messages; with a
+  conversational `prompt`, a text completion becomes one assistant message (TRL's conversational format)."""
+  if is_conversation(value):
+    return messages(value)
+  if prompt is not None and is_conversation(prompt):
+    return [{"role": "assistant", "content": value}]
+  return value
+
+
+def _chat_ids(tokenizer, conversation, **kwargs):
+  if not tokenizer.chat_template:
+    raise ValueError(f"{tokenizer.name_or_path or 'tokenizer'}: conversational data needs a tokenizer with a "
+                     "chat template (tokenizer_config.json's chat_template)")
+  return list(tokenizer.apply_chat_template(messages(conversation), tokenize=True, return_dict=True,
+                                            **kwargs)["input_ids"])
+
+
+def prompt_ids(tokenizer, prompt):
+  """Token ids of a prompt as the checkpoint expects them, as TRL's DPOTrainer makes them: a conversation
+  through the tokenizer's chat template with the generation prompt; text with the tokenizer's own special
+  tokens (the BOS of Llama-style tokenizers, nothing for GPT-2 / Qwen-style ones)."""
+  if is_conversation(prompt):
+    return _chat_ids(tokenizer, prompt, add_generation_prompt=True)
+  return list(tokenizer(prompt)["input_ids"])
+
+
+def sequence_ids(tokenizer, prompt, completion):
+  """Token ids of a prompt followed by a finished completion, tokenized as one sequence: a conversational
+  prompt with the completion's turns (a text completion is the assistant's reply) through the chat template,
+  which ends the turn; text prompt + completion + the eos token (unless the completion already ends with it)."""
+  if is_conversation(prompt):
+    reply = completion if is_conversation(completion) else (("assistant", completion),)
+    return _chat_ids(tokenizer, prompt + reply)
+  eos = "" if completion.endswith(tokenizer.eos_token) else tokenizer.eos_token
+  return list(tokenizer(prompt + completion + eos)["input_ids"])
+
+
+def common_prefix_length(a, b):
+  n = 0
+  for x, y in zip(a, b):
+    if x != y:
+      break
+    n += 1
+  return n
+
+
+def split_completions(tokenizer, prompt, completions):
+  """(prompt ids, [completion ids]) as TRL 1.16's DPOTrainer tokenizes a row: prompt and each completion
+  tokenized jointly (sequence_ids) and split where the prompt's own ids and every joint sequence first differ,
+  so a token merged across the boundary (SentencePiece's "▁" word starts) belongs to the completion and
+  prompt + completion ids are exactly the joint tokenization."""
+  own = prompt_ids(tokenizer, prompt)
+  joint = [sequence_ids(tokenizer, prompt, c) for c in completions]
+  cut = min(common_prefix_length(own, j) for j in joint)
+  return own[:cut], [j[cut:] for j in joint]
+
+
+def pad_rows(rows, pad_id, *, left):
+  """(ids [B, L], mask [B, L]) int32 of lists of ids, L = the longest (at least 1), padded on one side."""
   length = max(1, max(len(r) for r in rows))
-  ids = np.full((len(rows), length), tokenizer.pad_token_id, np.int32)
+  ids = np.full((len(rows), length), pad_id, np.int32)
   mask = np.zeros((len(rows), length), np.int32)
   for i, row in enumerate(rows):
     if row:
-      ids[i, length - len(row):] = row
-      mask[i, length - len(row):] = 1
+      place = slice(length - len(row), length) if left else slice(0, len(row))
+      ids[i, place] = row
+      mask[i, place] = 1
   return ids, mask
 
 
-def encode_responses(tokenizer, responses, max_length, *, add_eos=True):
-  """Right-padded (ids [B, R], mask [B, R]) int32, each response followed by eos (truncated to max_length)."""
-  eos = [tokenizer.eos_token_id] if add_eos else []
-  rows = [(tokenizer.encode(r, add_special_tokens=False) + eos)[:max_length] for r in responses]
-  length = max(1, max(len(r) for r in rows))
-  ids = np.full((len(rows), length), tokenizer.pad_token_id, np.int32)
-  mask = np.zeros((len(rows), length), np.int32)
-  for i, row in enumerate(rows):
-    ids[i, :len(row)] = row
-    mask[i, :len(row)] = 1
-  return ids, mask
+def encode_prompts(tokenizer, prompts, max_length):
+  """Left-padded (ids [B, P], mask [B, P]) int32 of prompt_ids with P = the longest prompt (at most
+  max_length; longer prompts keep their last max_length tokens)."""
+  return pad_rows([prompt_ids(tokenizer, p)[-max_length:] for p in prompts], tokenizer.pad_token_id, left=True)
+
+
+def encode_examples(tokenizer, examples, max_prompt_length, max_response_length):
+  """Rows (prompt, completion, ...) tokenized by split_completions: the prompts left-padded (keeping their
+  last max_prompt_length tokens) and each completion column right-padded (keeping its first
+  max_response_length tokens). Returns [(ids, mask)] for the prompt column and each completion column."""
+  split = [split_completions(tokenizer, row[0], row[1:]) for row in examples]
+  columns = [[p[-max_prompt_length:] for p, _ in split]]
+  columns += [[c[i][:max_response_length] for _, c in split] for i in range(len(examples[0]) - 1)]
+  return [pad_rows(rows, tokenizer.pad_token_id, left=i == 0) for i, rows in enumerate(columns)]
 
 
 def format_dialogue(turns):

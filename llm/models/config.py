@@ -44,6 +44,7 @@ class ModelConfig:
   pad_token_id: int | None = None
   bos_token_id: int | None = None
   eos_token_id: int | tuple | None = None
+  generation_eos_token_ids: tuple = ()  # generation_config.json's eos ids (chat models' end-of-turn tokens)
   dtype: str = "float32"  # compute dtype (activations, matmuls)
   param_dtype: str = "float32"  # storage dtype of the parameters
   remat: bool = False  # rematerialize each layer in the backward pass

@@ -101,7 +101,8 @@ def load_hf_checkpoint(path: str, dtype: str = "float32", mesh: jax.sharding.Mes
   except ValueError as e:
     raise ValueError(f"{config_file}: not valid JSON ({e})") from None
   hf_config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-  config = model_config.from_hf(hf_config, **{"dtype": dtype, "param_dtype": dtype, **config_overrides})
+  config = model_config.from_hf(hf_config, **{"dtype": dtype, "param_dtype": dtype,
+                                               "generation_eos_token_ids": generation_eos_ids(path), **config_overrides})
   abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0)))
   graphdef, state = nnx.split(abstract)
   flat = dict(nnx.to_flat_state(state))
@@ -157,6 +158,19 @@ def load_hf_checkpoint(path: str, dtype: str = "float32", mesh: jax.sharding.Mes
   return model, config
 
 
+def generation_eos_ids(path: str) -> tuple:
+  """The eos ids of the folder's generation_config.json (an int or a list there), () without one."""
+  file = os.path.join(path, "generation_config.json")
+  if not os.path.exists(file):
+    return ()
+  try:
+    with open(file) as f:
+      eos = json.load(f).get("eos_token_id")
+  except (ValueError, AttributeError) as e:
+    raise ValueError(f"{file}: not a valid generation config ({e})") from None
+  return tuple(eos) if isinstance(eos, list) else () if eos is None else (eos,)
+
+
 def save_hf_checkpoint(model: Transformer, path: str, *, max_shard_bytes: int | None = None) -> None:
   """Write `model` as an HF folder (config.json + safetensors, sharded above max_shard_bytes) that
   transformers' AutoModelForCausalLM / AutoModelForSequenceClassification loads. Atomic: written to a
@@ -171,6 +185,10 @@ def save_hf_checkpoint(model: Transformer, path: str, *, max_shard_bytes: int | 
     tensors[name] = np.ascontiguousarray(value.T if transpose else value)
   def fill(folder):
     model_config.to_hf(config).save_pretrained(folder)
+    if config.generation_eos_token_ids:
+      with open(os.path.join(folder, "generation_config.json"), "w") as f:
+        json.dump({"bos_token_id": config.bos_token_id, "eos_token_id": list(config.generation_eos_token_ids),
+                   "pad_token_id": config.pad_token_id}, f, indent=2)
     shards = [[]]
     size = 0
     for name, value in tensors.items():

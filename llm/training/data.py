@@ -2,11 +2,17 @@
 the training loop resumes from.
 
 Formats (one JSON object per line; the format is read from each line's keys):
-  preferences: {"prompt", "chosen", "rejected"}, or HH-RLHF's {"chosen", "rejected"} full dialogues
-               (split after the last "\\n\\nAssistant:"; both must share the prompt);
-  prompts:     {"prompt"}, or an HH-RLHF dialogue under "chosen" / "text" (the part up to its last
-               "\\n\\nAssistant:");
-  SFT:         {"prompt", "response"}, or a preference line (its chosen response, Table 1's "SFT" row).
+  preferences: {"prompt", "chosen", "rejected"} (TRL's standard format), the same with lists of
+               {"role", "content"} messages (TRL's conversational format; the prompt's turns, then each
+               completion's), {"chosen", "rejected"} conversations with an implicit prompt (their shared
+               first turns), or HH-RLHF's {"chosen", "rejected"} full dialogues (split after the last
+               "\\n\\nAssistant:"; both must share the prompt);
+  prompts:     {"prompt"} (text or messages), or an HH-RLHF dialogue under "chosen" / "text" (the part up
+               to its last "\\n\\nAssistant:");
+  SFT:         {"prompt", "response" or "completion"}, or a preference line (its chosen response, Table 1's
+               "SFT" row).
+A conversation is kept as a tuple of (role, content) pairs and rendered by the tokenizer's chat template
+(llm.inference.tokenizer).
 Filtering as in Appendix H: pairs with identical chosen and rejected responses and prompts longer than
 max_prompt_length tokens are dropped, and the counts reported.
 """
@@ -70,18 +76,36 @@ def _text(obj, key, where):
 
 
 def _prompt(obj, where):
-  """The prompt of a line: a non-empty string (with no prompt token, the first response token would be
-  predicted from padding)."""
+  """The prompt of a line: a non-empty string or a conversation (with no prompt token, the first response
+  token would be predicted from padding)."""
+  if isinstance(obj.get("prompt"), list):
+    return tok.parse_conversation(obj["prompt"], f"{where}: 'prompt'")
   prompt = _text(obj, "prompt", where)
   if not prompt:
     raise ValueError(f"{where}: empty prompt")
   return prompt
 
 
+def _completion(obj, key, prompt, where):
+  """A completion: text, or with a conversational prompt the turns that follow it (TRL's conversational
+  format; a string is the assistant's reply)."""
+  if tok.is_conversation(prompt) and isinstance(obj.get(key), list):
+    return tok.parse_conversation(obj[key], f"{where}: {key!r}")
+  return _text(obj, key, where)
+
+
 def parse_preference(obj, where):
   """(prompt, chosen, rejected) of one preference line."""
   if "prompt" in obj:
-    return _prompt(obj, where), _text(obj, "chosen", where), _text(obj, "rejected", where)
+    prompt = _prompt(obj, where)
+    return prompt, _completion(obj, "chosen", prompt, where), _completion(obj, "rejected", prompt, where)
+  if isinstance(obj.get("chosen"), list) and isinstance(obj.get("rejected"), list):  # implicit prompt
+    chosen = tok.parse_conversation(obj["chosen"], f"{where}: 'chosen'")
+    rejected = tok.parse_conversation(obj["rejected"], f"{where}: 'rejected'")
+    cut = tok.common_prefix_length(chosen, rejected)
+    if cut == 0 or cut == min(len(chosen), len(rejected)):
+      raise ValueError(f"{where}: chosen and rejected conversations must share a prompt and then differ")
+    return chosen[:cut], chosen[cut:], rejected[cut:]
   if "chosen" in obj and "rejected" in obj:
     prompt, chosen = tok.split_dialogue(_text(obj, "chosen", where))
     prompt_r, rejected = tok.split_dialogue(_text(obj, "rejected", where))
@@ -101,9 +125,17 @@ def parse_prompt(obj, where):
 
 
 def parse_sft(obj, where):
-  if "response" in obj:
-    return _prompt(obj, where), _text(obj, "response", where)
+  for key in ("response", "completion"):
+    if key in obj:
+      prompt = _prompt(obj, where)
+      return prompt, _completion(obj, key, prompt, where)
   return parse_preference(obj, where)[:2]
+
+
+def preference_row(prompt, chosen, rejected):
+  """The JSONL line of a pair, in TRL's standard or conversational format (the prompt's)."""
+  return {"prompt": tok.as_json(prompt), "chosen": tok.as_json(chosen, prompt),
+          "rejected": tok.as_json(rejected, prompt)}
 
 
 PARSERS = {"preferences": parse_preference, "prompts": parse_prompt, "sft": parse_sft}
@@ -133,7 +165,7 @@ def filter_preferences(examples, tokenizer, max_prompt_length):
   max_prompt_length tokens. Returns (kept, {"identical": n, "long_prompt": n})."""
   kept, counts = [], {"identical": 0, "long_prompt": 0}
   for prompt, chosen, rejected in examples:
-    if chosen.strip() == rejected.strip():
+    if same_completion(chosen, rejected):
       counts["identical"] += 1
     elif not prompt_fits(tokenizer, prompt, max_prompt_length):
       counts["long_prompt"] += 1
@@ -142,9 +174,15 @@ def filter_preferences(examples, tokenizer, max_prompt_length):
   return kept, counts
 
 
+def same_completion(a, b):
+  """Whether two completions are the same response (texts up to surrounding whitespace)."""
+  return a.strip() == b.strip() if isinstance(a, str) and isinstance(b, str) else a == b
+
+
 def prompt_fits(tokenizer, prompt, max_prompt_length):
-  """Whether the prompt has at most max_prompt_length tokens (Appendix H drops longer ones)."""
-  return len(tokenizer.encode(prompt, add_special_tokens=False)) <= max_prompt_length
+  """Whether the prompt has at most max_prompt_length tokens as sampling sees it (tok.prompt_ids: with the
+  tokenizer's special tokens or chat template); Appendix H drops longer ones."""
+  return len(tok.prompt_ids(tokenizer, prompt)) <= max_prompt_length
 
 
 def filter_prompts(prompts, tokenizer, max_prompt_length):
@@ -154,12 +192,12 @@ def filter_prompts(prompts, tokenizer, max_prompt_length):
 
 def tokenize_preferences(tokenizer, examples, max_prompt_length, max_response_length, *, pad_to_max=False):
   """{"prompt_ids", "prompt_mask" [N, P] left-padded, "chosen_ids", "chosen_mask", "rejected_ids",
-  "rejected_mask" [N, R] right-padded with eos} int32. P, R: the longest in the data (capped), or with
-  pad_to_max the maxima themselves (every dataset then has one shape, so compiled steps are reused)."""
-  prompts, chosen, rejected = zip(*examples)
-  prompt_ids, prompt_mask = tok.encode_prompts(tokenizer, prompts, max_prompt_length)
-  chosen_ids, chosen_mask = tok.encode_responses(tokenizer, chosen, max_response_length)
-  rejected_ids, rejected_mask = tok.encode_responses(tokenizer, rejected, max_response_length)
+  "rejected_mask" [N, R] right-padded} int32, tokenized as TRL does (tok.split_completions: prompt and
+  completion jointly, completions ending with the eos token or the chat template's end of turn). P, R: the
+  longest in the data (capped), or with pad_to_max the maxima themselves (every dataset then has one shape,
+  so compiled steps are reused)."""
+  (prompt_ids, prompt_mask), (chosen_ids, chosen_mask), (rejected_ids, rejected_mask) = tok.encode_examples(
+      tokenizer, examples, max_prompt_length, max_response_length)
   p = max_prompt_length if pad_to_max else prompt_ids.shape[1]
   r = max_response_length if pad_to_max else max(chosen_ids.shape[1], rejected_ids.shape[1])
   return {"prompt_ids": pad_left(prompt_ids, p, tokenizer.pad_token_id), "prompt_mask": pad_left(prompt_mask, p, 0),
@@ -170,9 +208,8 @@ def tokenize_preferences(tokenizer, examples, max_prompt_length, max_response_le
 
 def tokenize_sft(tokenizer, examples, max_prompt_length, max_response_length, *, pad_to_max=False):
   """{"prompt_ids", "prompt_mask", "response_ids", "response_mask"} int32 (as tokenize_preferences)."""
-  prompts, responses = zip(*examples)
-  prompt_ids, prompt_mask = tok.encode_prompts(tokenizer, prompts, max_prompt_length)
-  response_ids, response_mask = tok.encode_responses(tokenizer, responses, max_response_length)
+  (prompt_ids, prompt_mask), (response_ids, response_mask) = tok.encode_examples(
+      tokenizer, examples, max_prompt_length, max_response_length)
   p = max_prompt_length if pad_to_max else prompt_ids.shape[1]
   r = max_response_length if pad_to_max else response_ids.shape[1]
   return {"prompt_ids": pad_left(prompt_ids, p, tokenizer.pad_token_id), "prompt_mask": pad_left(prompt_mask, p, 0),

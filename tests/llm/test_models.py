@@ -202,11 +202,19 @@ def test_sampling_stops_and_draws_from_the_filtered_distribution(tiny_llama):
   assert stopped.any() and not stopped.all()
 
 
-def test_stop_ids_are_the_tokenizers_eos_and_every_eos_of_the_config():
+def test_stop_ids_are_the_tokenizers_eos_and_every_eos_of_config_and_generation_config(tiny_llama, tmp_path):
   from types import SimpleNamespace
-  model = SimpleNamespace(config=SimpleNamespace(eos_token_id=(9, 2)))  # e.g. Llama-3's end_of_text, eot_id
-  assert sampling.stop_ids(model, SimpleNamespace(eos_token_id=7)) == (2, 7, 9)
-  model = SimpleNamespace(config=SimpleNamespace(eos_token_id=None))
+
+  import transformers
+  folder = str(tmp_path / "chat")
+  hf_io.save_hf_checkpoint(tiny_llama, folder)
+  transformers.GenerationConfig(eos_token_id=[5, 11]).save_pretrained(folder)  # e.g. Llama-3's eot_id, end_of_text
+  model, config = hf_io.load_hf_checkpoint(folder)
+  assert config.generation_eos_token_ids == (5, 11)
+  assert sampling.stop_ids(model, SimpleNamespace(eos_token_id=7)) == tuple(sorted({5, 7, 11, config.eos_token_id}))
+  hf_io.save_hf_checkpoint(model, str(tmp_path / "again"))  # the export keeps them for transformers' generate
+  assert transformers.GenerationConfig.from_pretrained(str(tmp_path / "again")).eos_token_id == [5, 11]
+  model = SimpleNamespace(config=SimpleNamespace(eos_token_id=None, generation_eos_token_ids=()))
   assert sampling.stop_ids(model, SimpleNamespace(eos_token_id=7)) == (7,)
 
 

@@ -13,7 +13,8 @@ from safetensors.numpy import load_file
 from llm import cli
 from llm.builtin import run as builtin
 from llm.builtin import task as review_task
-from llm.preference import oracle, pipelines
+from llm.preference import oracle, pipelines, stages
+from llm.training import config as C
 from llm.training import data, trainers
 from llm.training.config import with_overrides
 
@@ -44,7 +45,13 @@ def test_quick_run_writes_the_table_for_every_method(quick):
     assert ("win_rate" in result) == (name != "DPO")
   assert summary["methods"]["pi0"]["kl"] == pytest.approx(0.0, abs=1e-5)  # KL of pi0 to itself
   assert list(summary["hybrid_iterations"]) == ["iteration 1", "iteration 2", "iteration 3"]
-  assert summary["oracle_queries"]["hybrid"] == summary["oracle_queries"]["offline"] == 96
+  d_off = data.read_rows(config.data.train)
+  assert summary["oracle_queries"]["offline"] == len(d_off) >= 32  # D_off: finished, distinct pairs only
+  hybrid = [len(data.read_rows(os.path.join(out, "hybrid", f"iteration_{t}", "pairs.jsonl"))) for t in (1, 2, 3)]
+  assert summary["oracle_queries"]["hybrid"] == sum(hybrid) <= len(d_off)
+  samples = [(r["prompt"], set(stages.responses(r))) for r in data.read_rows(os.path.join(out, "d_off_samples.jsonl"))]
+  for pair in d_off:  # every pair holds two finished responses of pi0 to its prompt
+    assert any(x == pair["prompt"] and {(pair["chosen"], True), (pair["rejected"], True)} <= s for x, s in samples)
   table = open(os.path.join(out, "summary.md")).read()
   for name in summary["methods"]:
     assert f"| {name} |" in table
@@ -58,35 +65,47 @@ def test_rso_pairs_prefer_the_proxy_reward_and_budgets_match(quick):
   out, config = quick
   pairs = data.read_rows(os.path.join(out, "rso", "pairs.jsonl"))
   candidates = data.read_rows(os.path.join(out, "rso", "pairs.jsonl.candidates.jsonl"))
-  assert len(pairs) == len(candidates) == 96 and all(len(r["responses"]) == 4 for r in candidates)
-  assert all({p["chosen"], p["rejected"]} <= set(c["responses"]) for p, c in zip(pairs, candidates))
+  prompts = pipelines.training_prompts(config)
+  assert [c["prompt"] for c in candidates] == prompts and all(len(r["responses"]) == 4 for r in candidates)
+  finished = {}  # prompts repeat: the finished candidates of every row of a prompt
+  for c in candidates:
+    finished.setdefault(c["prompt"], set()).update(y for y, done in stages.responses(c) if done)
+  assert len(prompts) * 0.5 < len(pairs) <= len(prompts)  # accepted = 2: one pair per prompt with 2 finished
+  assert all({p["chosen"], p["rejected"]} <= finished[p["prompt"]] for p in pairs)
   proxy = oracle.reward_model_oracle(os.path.join(out, "proxy_reward", "model"))
   prompts = [p["prompt"] for p in pairs]
   chosen = proxy.rewards(prompts, [p["chosen"] for p in pairs])
   rejected = proxy.rewards(prompts, [p["rejected"] for p in pairs])
   assert np.all(chosen >= rejected - 1e-4)
   steps = [data.read_rows(os.path.join(out, "multistep_rso", f"step_{i}", "pairs.jsonl")) for i in (1, 2, 3)]
-  assert [len(s) for s in steps] == [32, 32, 32]  # a third of the prompts per step
+  thirds = [list(x) for x in np.array_split(prompts, 3)]
+  assert all({p["prompt"] for p in step} <= set(third) for step, third in zip(steps, thirds))  # a third per step
   betas = [json.load(open(os.path.join(out, "multistep_rso", f"step_{i}", "dpo", "summary.json")))["config"]["dpo"]["beta"]
            for i in (1, 2, 3)]
   assert betas == [0.5, 0.3, 0.1]
   sizes = [len(data.read_rows(os.path.join(out, "hybrid", f"iteration_{t}", "all_pairs.jsonl"))) for t in (1, 2, 3)]
-  assert sizes == [32, 64, 96]  # all data so far, 32 oracle queries per iteration
+  new = [len(data.read_rows(os.path.join(out, "hybrid", f"iteration_{t}", "pairs.jsonl"))) for t in (1, 2, 3)]
+  assert sizes == list(np.cumsum(new)) and new[0] == len(data.read_rows(config.data.train)) // 3  # all data so far
 
 
 def test_online_gshf_with_the_best_of_n_enhancer(quick, tmp_path):
   out, config = quick
   config = with_overrides(config, {"output_dir": str(tmp_path), "pipeline.enhancer": "best_of_n",
-                                   "pipeline.iterations": 2, "pipeline.queries_per_iteration": 16,
-                                   "pipeline.proxy_reward": os.path.join(out, "proxy_reward", "model"),
-                                   "train.epochs": 1})
+                                   "pipeline.iterations": 2, "pipeline.queries_per_iteration": 24,
+                                   "train.epochs": 1, "train.batch_size": 8})
   result = pipelines.run_online(config)
-  assert result["queries"] == 32 and len(result["iterations"]) == 2
   first = data.read_rows(tmp_path / "online" / "iteration_1" / "samples.jsonl")
-  assert len(first) == 16 and all(len(r["responses"]) == 2 for r in first)
+  assert len(first) == 24 and all(len(r["responses"]) == 2 for r in first)
+  labelled = [len(data.read_rows(tmp_path / "online" / f"iteration_{t}" / "pairs.jsonl")) for t in (1, 2)]
+  assert result["queries"] == sum(labelled) == 48 - sum(result["dropped"].values()) and result["budget"] == 48
+  assert len(result["iterations"]) == 2
+  # the enhancer's proxy reward model learned from iteration 1's labels only, which the budget counts
+  proxy = json.load(open(tmp_path / "online" / "enhancer_proxy" / "summary.json"))
+  assert proxy["config"]["data"]["train"] == str(tmp_path / "online" / "iteration_1" / "pairs.jsonl")
+  assert result["proxy_labels"] == "iteration 1's pairs"
   enhanced = data.read_rows(tmp_path / "online" / "iteration_2" / "enhancer_samples.jsonl")
-  assert len(enhanced) == 16
-  assert len(data.read_rows(tmp_path / "online" / "iteration_2" / "all_pairs.jsonl")) == 32
+  assert len(enhanced) == 24
+  assert len(data.read_rows(tmp_path / "online" / "iteration_2" / "all_pairs.jsonl")) == sum(labelled)
 
 
 def test_a_rerun_resumes_inside_a_stage_and_skips_finished_ones(quick, monkeypatch):
@@ -141,6 +160,45 @@ def test_pipeline_commands_from_the_cli(quick, tmp_path, capsys):
   rows = data.read_rows(result["responses"])
   candidates = data.read_rows(result["responses"] + ".candidates.jsonl")
   assert len(rows) == 32 and all(len(c["responses"]) == 3 for c in candidates)
-  assert all(r["responses"][0] in c["responses"] for r, c in zip(rows, candidates))
+  proxy = oracle.reward_model_oracle(os.path.join(out, "proxy_reward", "model"))
+  for r, c in zip(rows, candidates):  # the proxy's best finished candidate (the best one when none finished)
+    eligible = [y for y, done in stages.responses(c) if done] or c["responses"]
+    scores = proxy.rewards([c["prompt"]] * len(eligible), eligible)
+    assert r["responses"][0] in eligible and proxy.rewards([c["prompt"]], r["responses"])[0] >= scores.max() - 1e-5
   assert cli.main(["hybrid", *overrides, "pipeline.enhancer=greedy"]) == 2
   assert "pipeline.enhancer must be one of" in capsys.readouterr().err
+
+
+def test_pairs_with_a_truncated_or_duplicate_response_are_not_labelled():
+  prompts = ["a", "b", "c", "d"]
+  a = [(" yes", True), (" cut", False), (" same", True), (" good", True)]
+  b = [(" no", True), (" fine", True), ("same ", True), (" bad", True)]
+  assert stages.trainable_pairs(prompts, a, b) == (["a", "d"], [" yes", " good"], [" no", " bad"],
+                                                   {"truncated": 1, "identical": 1})
+
+
+def candidates(monkeypatch, rewards, stopped):
+  """Stubs the sampled candidates (response j of prompt i: "ri-j") and their proxy rewards."""
+  rows = [{"prompt": f"p{i}", "responses": [f"r{i}-{j}" for j in range(len(r))], "stopped": list(s)}
+          for i, (r, s) in enumerate(zip(rewards, stopped))]
+  monkeypatch.setattr(pipelines, "candidates_stage", lambda *a, **k: (rows, False))
+  monkeypatch.setattr(pipelines, "proxy_rewards", lambda *a: (np.array(rewards, float), np.array(stopped, bool)))
+  return [r["prompt"] for r in rows]
+
+
+def test_best_of_n_picks_the_best_finished_candidate(monkeypatch, tmp_path):
+  prompts = candidates(monkeypatch, [[3.0, 1.0, 2.0, 0.0], [5.0, 4.0, 1.0, 0.0]],
+                       [[False, True, True, False], [False, False, False, False]])
+  config = with_overrides(C.Config(), {"output_dir": str(tmp_path)})
+  best = pipelines.best_of_n_responses(config, "pi", prompts, str(tmp_path / "best.jsonl"), n=4, seed=0, proxy="rm")
+  assert [(b["responses"], b["stopped"]) for b in best] == [(["r0-2"], [True]), (["r1-0"], [False])]
+
+
+def test_rso_never_accepts_a_truncated_candidate(monkeypatch, tmp_path):
+  stopped = [[True, False, True, False, True, True]] * 20
+  prompts = candidates(monkeypatch, [[0.0, 9.0, 1.0, 8.0, 0.5, 0.2]] * 20, stopped)
+  monkeypatch.setattr(pipelines, "proxy_reward_model", lambda config: "rm")
+  config = with_overrides(C.Config(), {"output_dir": str(tmp_path), "pipeline.accepted": 6})
+  pairs = data.read_rows(pipelines.rso_dataset(config, "pi", prompts, 0.5, str(tmp_path / "pairs.jsonl"), seed=0))
+  assert len(pairs) == 20 * 2  # 4 finished candidates give 2 of the 3 pairs asked for
+  assert all(p[k].split("-")[1] in "0245" for p in pairs for k in ("chosen", "rejected"))

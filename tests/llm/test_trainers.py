@@ -120,12 +120,11 @@ def test_pessimistic_dpo_moves_implicit_rewards_and_uses_cached_reference(assets
   model, _ = hf_io.load_hf_checkpoint(policy)
   tokenizer = tok.load_tokenizer(policy)
   pairs, _ = data.load_examples(assets["train"], "preferences")
-  p_ids, p_mask = tok.encode_prompts(tokenizer, [pairs[5][0]], 64)
+  prompt_length = len(tokenizer(pairs[5][0])["input_ids"])
   for side, column in ((1, "ref_chosen"), (2, "ref_rejected")):
-    r_ids, r_mask = tok.encode_responses(tokenizer, [pairs[5][side]], 64)
-    ids = np.concatenate([p_ids, r_ids], 1)
+    ids = np.array([tokenizer(pairs[5][0] + pairs[5][side] + tokenizer.eos_token)["input_ids"]])
     logp = jax.nn.log_softmax(model(jnp.asarray(ids))[0].astype(jnp.float64))
-    expected = sum(float(logp[t - 1, ids[0, t]]) for t in range(p_ids.shape[1], ids.shape[1]))
+    expected = sum(float(logp[t - 1, ids[0, t]]) for t in range(prompt_length, ids.shape[1]))
     np.testing.assert_allclose(cache[column][5], expected, rtol=1e-5)
 
   # step 1 (policy = reference): the loss is the mean of -log sigmoid(margin) over the first batch, Eq. (10)
