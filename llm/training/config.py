@@ -35,7 +35,7 @@ class ModelSection:
 
 @dataclasses.dataclass
 class DataSection:
-  train: str = ""  # JSONL: {prompt, chosen, rejected}, HH-RLHF {chosen, rejected}, {prompt, response}
+  train: str = ""  # JSONL: {prompt, chosen, rejected} (text or messages), HH-RLHF {chosen, rejected}, {prompt, response}
   eval: str = ""  # JSONL of the same format, for the eval loss (optional)
   max_prompt_length: int = 400  # tokens; longer prompts are dropped (Appendix H)
   max_response_length: int = 400  # tokens; longer responses are truncated
@@ -89,7 +89,7 @@ class OracleSection:
 
 @dataclasses.dataclass
 class SampleSection:
-  prompts: str = ""  # JSONL with a prompt per line ({prompt} or HH-RLHF dialogues)
+  prompts: str = ""  # JSONL with a prompt per line ({prompt}: text or messages, or HH-RLHF dialogues)
   output: str = ""  # JSONL written: {prompt, responses}
   num_samples: int = 2
   max_new_tokens: int = 400  # Table 9

@@ -180,13 +180,16 @@ def test_filter_logits_against_numpy(temperature, top_k, top_p):
 def test_sampling_stops_and_draws_from_the_filtered_distribution(tiny_llama):
   ids = np.full((1, 3), 5)
   mask = np.ones_like(ids)
-  out = sampling.generate(tiny_llama, ids, mask, jax.random.key(2), max_new_tokens=1, temperature=1.0, top_k=3,
-                          num_samples=3000)
   logits = np.asarray(tiny_llama(jnp.asarray(ids, jnp.int32), jnp.asarray(mask)))[0, -1]
-  target = np.exp(numpy_filter(logits, 1.0, 3, 1.0))
-  target /= target.sum()
-  freq = np.bincount(np.asarray(out.tokens[:, 0]), minlength=len(target)) / 3000
-  np.testing.assert_allclose(freq, target, atol=0.04)
+  for top_k, top_p, temperature in ((3, 1.0, 1.0), (0, 0.3, 0.5)):  # top-k, then a nucleus at a low temperature
+    out = sampling.generate(tiny_llama, ids, mask, jax.random.key(2), max_new_tokens=1, temperature=temperature,
+                            top_k=top_k, top_p=top_p, num_samples=3000)
+    target = np.exp(numpy_filter(logits, temperature, top_k, top_p))
+    target /= target.sum()
+    assert 1 < np.count_nonzero(target) < 0.5 * len(target)  # a real truncation, more than one token kept
+    freq = np.bincount(np.asarray(out.tokens[:, 0]), minlength=len(target)) / 3000
+    assert freq[target == 0].sum() == 0  # nothing outside the kept set is ever drawn
+    np.testing.assert_allclose(freq, target, atol=0.04)
   stop = int(np.argmax(target))
   out = sampling.generate(tiny_llama, ids, mask, jax.random.key(3), max_new_tokens=6, temperature=1.0, top_k=3,
                           stop_tokens=(stop,), num_samples=50, pad_id=0)

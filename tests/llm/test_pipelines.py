@@ -15,7 +15,7 @@ from llm.builtin import run as builtin
 from llm.builtin import task as review_task
 from llm.preference import oracle, pipelines, stages
 from llm.training import config as C
-from llm.training import data, trainers
+from llm.training import data, manifest, trainers
 from llm.training.config import with_overrides
 
 
@@ -52,6 +52,15 @@ def test_quick_run_writes_the_table_for_every_method(quick):
   samples = [(r["prompt"], set(stages.responses(r))) for r in data.read_rows(os.path.join(out, "d_off_samples.jsonl"))]
   for pair in d_off:  # every pair holds two finished responses of pi0 to its prompt
     assert any(x == pair["prompt"] and {(pair["chosen"], True), (pair["rejected"], True)} <= s for x, s in samples)
+  # Bradley-Terry labels: the chosen response has the higher gold reward at the rate sigma(|gap|) predicts
+  prompts = [p["prompt"] for p in d_off]
+  gap = review_task.gold_reward(prompts, [p["chosen"] for p in d_off]) - np.asarray(
+      review_task.gold_reward(prompts, [p["rejected"] for p in d_off]))
+  decided = gap != 0
+  expected = 1 / (1 + np.exp(-np.abs(gap[decided])))
+  agree = np.mean(gap[decided] > 0)
+  assert expected.mean() > 0.7 and abs(agree - expected.mean()) < 3 * np.sqrt(expected.mean() * (1 - expected.mean())
+                                                                                / decided.sum())
   table = open(os.path.join(out, "summary.md")).read()
   for name in summary["methods"]:
     assert f"| {name} |" in table
@@ -83,6 +92,10 @@ def test_rso_pairs_prefer_the_proxy_reward_and_budgets_match(quick):
   betas = [json.load(open(os.path.join(out, "multistep_rso", f"step_{i}", "dpo", "summary.json")))["config"]["dpo"]["beta"]
            for i in (1, 2, 3)]
   assert betas == [0.5, 0.3, 0.1]
+  proposers = [config.model.path] + [os.path.join(out, "multistep_rso", f"step_{i}", "dpo", "model") for i in (1, 2)]
+  for i, proposer in enumerate(proposers, 1):  # step i samples its candidates from step i - 1's policy
+    record = json.load(open(os.path.join(out, "multistep_rso", f"step_{i}", "pairs.jsonl.candidates.jsonl.manifest.json")))
+    assert record["inputs"]["policy"] == manifest.path_fingerprint(proposer)
   sizes = [len(data.read_rows(os.path.join(out, "hybrid", f"iteration_{t}", "all_pairs.jsonl"))) for t in (1, 2, 3)]
   new = [len(data.read_rows(os.path.join(out, "hybrid", f"iteration_{t}", "pairs.jsonl"))) for t in (1, 2, 3)]
   assert sizes == list(np.cumsum(new)) and new[0] == len(data.read_rows(config.data.train)) // 3  # all data so far

@@ -104,6 +104,7 @@ def assistant(text):
 
 ROWS = [{"prompt": "\n\nHuman: what do you think?\n\nAssistant:", "chosen": " I think so.", "rejected": " not bad"},
         {"prompt": "the movie was", "chosen": "great", "rejected": " awful, boring"},
+        {"prompt": "I loved the act", "chosen": "ing; the plot was fine.", "rejected": "ing."},  # merges across
         {"prompt": [user("what do you think?")], "chosen": [assistant("I think so.")], "rejected": [assistant("no")]},
         {"prompt": [user("Hi"), assistant("Hello!"), user("the movie?")], "chosen": "great",
          "rejected": [assistant("awful")]},
@@ -144,7 +145,10 @@ def test_preference_rows_tokenize_as_trl_does(chat_tokenizer):
   assert (starts == t.bos_token_id).all() if t.bos_token_id is not None else t.bos_token is None
   assert all(list(unpadded(arrays, i)[0]).count(t.bos_token_id) <= 1 for i in range(len(ROWS)))
   # finished responses end with eos (text) or the template's end of turn; the SFT form tokenizes the same
-  assert all(unpadded(arrays, i)[1][-1] == t.eos_token_id or t.bos_token is None for i in range(2))
+  assert all(unpadded(arrays, i)[1][-1] == t.eos_token_id or t.bos_token is None for i in range(3))
+  # a word split by the prompt's end is tokenized whole: the prompt gives up its last token to the completion
+  own = t(ROWS[2]["prompt"])["input_ids"]
+  assert len(unpadded(arrays, 2)[0]) < len(own) and t.decode(unpadded(arrays, 2)[1]).lstrip().startswith("acting")
   sft = data.tokenize_sft(t, [e[:2] for e in examples], 64, 64)
   chosen = [list(sft["response_ids"][i][sft["response_mask"][i] == 1]) for i in range(len(ROWS))]
   assert chosen == [unpadded(arrays, i)[1] for i in range(len(ROWS))]
@@ -161,8 +165,8 @@ def test_joint_tokenization_keeps_sentencepiece_word_starts(tmp_path):
 
 
 def test_conversational_rows_need_a_chat_template_and_write_back_as_trl_rows(trained):
-  example = data.parse_preference(ROWS[2], "rows:2")
-  assert data.preference_row(*example) == ROWS[2]
+  example = data.parse_preference(ROWS[3], "rows:3")
+  assert data.preference_row(*example) == ROWS[3]
   assert data.preference_row(example[0], "yes", "no")["chosen"] == [assistant("yes")]
   with pytest.raises(ValueError, match="chat template"):
     data.tokenize_preferences(trained, [example], 64, 64)
@@ -179,7 +183,7 @@ def test_the_same_ids_as_trl_itself(chat_tokenizer):
   from trl.trainer.dpo_trainer import DPOTrainer
   t = chat_tokenizer
   args = types.SimpleNamespace(dataset_num_proc=None, max_length=None, truncation_mode="keep_start")
-  for rows in ([r for r in ROWS[:2]], [ROWS[2]], [ROWS[4]]):  # one format per dataset, as TRL reads it
+  for rows in (ROWS[:3], [ROWS[3]], [ROWS[5]]):  # one format per dataset, as TRL reads it
     theirs = DPOTrainer._prepare_dataset(types.SimpleNamespace(_tokenizer=t), datasets.Dataset.from_list(rows), t,
                                          args, "train")
     arrays = data.tokenize_preferences(t, [data.parse_preference(r, "rows") for r in rows], 64, 64)

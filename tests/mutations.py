@@ -1,0 +1,109 @@
+"""Mutation check: does the default suite catch plausible one-line bugs?
+
+Each mutation below replaces one line of the code in a temporary copy of the repository (git ls-files) and
+runs the tests that should catch it; a mutation the tests still pass "survives". Run on demand (not in CI;
+the list takes about 15 minutes on a 2-core CPU):
+
+  python tests/mutations.py                # every mutation
+  python tests/mutations.py top_p rso      # the mutations whose names contain these words
+
+Prints one line per mutation (caught / SURVIVED, seconds) and exits 1 when any survives.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PIPELINES = "tests/llm/test_pipelines.py"
+
+# (name, file, the exact line text (unique in the file), its mutated text, pytest arguments)
+MUTATIONS = [
+    ("dpo margin flipped", "gshf_jax/losses.py",
+     "return (jnp.asarray(pi_c) - ref_c) - (jnp.asarray(pi_r) - ref_r)",
+     "return (jnp.asarray(pi_r) - ref_r) - (jnp.asarray(pi_c) - ref_c)", ["tests/gshf_jax"]),
+    ("kl direction", "gshf_jax/gibbs.py", "def kl(logp: ArrayLike, logq: ArrayLike) -> jax.Array:",
+     "def kl(logq: ArrayLike, logp: ArrayLike) -> jax.Array:", ["tests/gshf_jax"]),
+    ("label shift", "llm/inference/logprobs.py", "targets = input_ids[:, 1:]", "targets = input_ids[:, :-1]",
+     ["tests/llm/test_trainers.py", "-k", "logprob or dpo"]),
+    ("gamma is the ensemble mean", "llm/training/trainers.py",
+     'return {"gamma_chosen": (chosen - offsets).std(0, ddof=1), "gamma_rejected": (rejected - offsets).std(0, ddof=1)}',
+     'return {"gamma_chosen": (chosen - offsets).mean(0), "gamma_rejected": (rejected - offsets).mean(0)}',
+     ["tests/llm/test_trainers.py", "-k", "gamma"]),
+    ("generate ignores top_p", "llm/inference/sampling.py",
+     "filtered = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)",
+     "filtered = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=1.0)",
+     ["tests/llm/test_models.py", "-k", "filtered_distribution"]),
+    ("win rate for the wrong side", "llm/preference/evaluate.py",
+     "diff = np.asarray(rewards) - np.asarray(baseline_rewards)",
+     "diff = np.asarray(baseline_rewards) - np.asarray(rewards)", ["tests/llm/test_oracle_evaluate.py"]),
+    ("prompt and response tokenized apart", "llm/inference/tokenizer.py",
+     'return list(tokenizer(prompt + completion + eos)["input_ids"])',
+     'return prompt_ids(tokenizer, prompt) + tokenizer(completion + eos, add_special_tokens=False)["input_ids"]',
+     ["tests/llm/test_tokenizer.py"]),
+    ("completion split at the prompt's own length", "llm/inference/tokenizer.py",
+     "cut = min(common_prefix_length(own, j) for j in joint)", "cut = len(own)", ["tests/llm/test_tokenizer.py"]),
+    ("no bos", "llm/inference/tokenizer.py", 'return list(tokenizer(prompt)["input_ids"])',
+     'return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])', ["tests/llm/test_tokenizer.py"]),
+    ("rso accepts truncated candidates", "llm/preference/pipelines.py",
+     "chosen, rejected = map(np.asarray, pick(keys, rewards, stopped))",
+     "chosen, rejected = map(np.asarray, pick(keys, rewards, np.ones_like(stopped)))",
+     [PIPELINES, "-k", "truncated_candidate"]),
+    ("truncated pairs labelled", "llm/preference/stages.py", "if not (done_a and done_b):", "if False:",
+     [PIPELINES, "-k", "not_labelled"]),
+    ("best-of-n keeps the worst", "llm/preference/pipelines.py",
+     "pick = np.where(eligible, rewards, -np.inf).argmax(1)", "pick = np.where(eligible, -rewards, -np.inf).argmax(1)",
+     [PIPELINES, "-k", "best_finished"]),
+    ("oracle labels backwards", "llm/preference/stages.py",
+     "rows = [data.preference_row(x, ya if w else yb, yb if w else ya) for x, ya, yb, w in zip(prompts, a, b, a_wins)]",
+     "rows = [data.preference_row(x, yb if w else ya, ya if w else yb) for x, ya, yb, w in zip(prompts, a, b, a_wins)]",
+     [PIPELINES, "-k", "table_for_every_method"]),
+    ("multi-step rso proposes from pi0", "llm/preference/pipelines.py",
+     "pairs = rso_dataset(config, policy, [prompts[j] for j in share], config.pipeline.multistep_coefficient,",
+     "pairs = rso_dataset(config, config.model.path, [prompts[j] for j in share], "
+     "config.pipeline.multistep_coefficient,", [PIPELINES, "-k", "rso_pairs_prefer"]),
+]
+
+
+def tracked_copy(destination):
+  files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+  for file in files:
+    if os.path.isfile(os.path.join(ROOT, file)):
+      os.makedirs(os.path.dirname(os.path.join(destination, file)), exist_ok=True)
+      shutil.copy2(os.path.join(ROOT, file), os.path.join(destination, file))
+
+
+def run(name, file, old, new, tests):
+  """True when the tests fail on the mutated copy (the mutation is caught)."""
+  with tempfile.TemporaryDirectory() as copy:
+    tracked_copy(copy)
+    path = os.path.join(copy, file)
+    text = open(path).read()
+    if text.count(old) != 1:
+      raise SystemExit(f"{name}: {file} holds {text.count(old)} copies of the line to mutate; update the list")
+    open(path, "w").write(text.replace(old, new))
+    env = {**os.environ, "PYTHONPATH": copy}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:xdist", "-p", "no:cacheprovider",
+                             "-o", "addopts=--import-mode=importlib", *tests], cwd=copy, env=env,
+                            capture_output=True, text=True)
+    return result.returncode != 0
+
+
+def main(words):
+  chosen = [m for m in MUTATIONS if not words or any(w in m[0] for w in words)]
+  survived = []
+  for name, file, old, new, tests in chosen:
+    start = time.time()
+    caught = run(name, file, old, new, tests)
+    print(f"{'caught  ' if caught else 'SURVIVED'} {name} ({file}, {time.time() - start:.0f} s)", flush=True)
+    if not caught:
+      survived.append(name)
+  print(f"{len(chosen) - len(survived)} of {len(chosen)} mutations caught")
+  return 1 if survived else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
