@@ -127,9 +127,13 @@ def test_sample_then_label_commands(assets, tmp_path):
   summary = cli.run_sample(C.load_config("sample", None, overrides))
   rows = [json.loads(line) for line in open(summary["output"])]
   assert len(rows) == 16 and all(len(r["responses"]) == 3 for r in rows)
+  assert all(r["stopped"] == [False] * 3 for r in rows)  # an untrained model never stops within 5 tokens
   label = tiny.overrides(assets, tmp_path, **{"label.input": summary["output"], "oracle.kind": "callable",
                                               "oracle.function": "tiny:gold_reward", "oracle.labels": "argmax"})
   result = cli.run_label(C.load_config("label", None, label))
+  assert (result["pairs"], result["truncated"]) == (0, 16)  # cut responses are never labelled
+  finished = tiny.write_jsonl(str(tmp_path / "finished.jsonl"), [{**r, "stopped": [True] * 3} for r in rows])
+  result = cli.run_label(C.load_config("label", None, [*label, f"label.input={finished}"]))
   pairs = [json.loads(line) for line in open(result["output"])]
   assert result["pairs"] == len(pairs) == 16  # pairs (0, 1) of 3 responses each
   gold = lambda text: tiny.gold_reward([""], [text])[0]
