@@ -219,6 +219,10 @@ def offline_dpo(env, data, *, param="gibbs", pessimism=0.0, lam=1.0, nu=None, st
 
   param "gibbs": pi_theta ∝ pi0 exp(<theta, phi> / eta), ||theta|| <= B, by projected gradient descent;
     there Eq. (9) is exactly the BT negative log-likelihood in theta, so DPO recovers option "mle".
+  param "matched": Proposition 5.1's class pi_theta ∝ pi0 exp((<theta, phi> - pessimism * Gamma) / eta),
+    ||theta|| <= B, by projected gradient descent: Eq. (10)'s margin cancels the class's -pessimism * Gamma
+    term, the loss is again the BT negative log-likelihood in theta, and pessimistic DPO recovers Option II
+    (the Gibbs policy of r_MLE - beta * Gamma with beta = pessimism).
   param "tabular": one free logit per (x, a), initialized at log pi0 (or `init_logits`), by Adam with a
     cosine-decayed `learning_rate`; the loss only sees logit differences between compared actions, so
     uncovered actions keep their initial logits and receive whatever mass the normalization leaves them
@@ -226,16 +230,17 @@ def offline_dpo(env, data, *, param="gibbs", pessimism=0.0, lam=1.0, nu=None, st
   The margin uses Gamma of Option II (Sigma_off with lam, reference vector nu). loss: a name in
   gshf_jax.PAIRWISE_LOSSES ("dpo", "hinge", ...).
   """
-  if param not in ("gibbs", "tabular"):
-    raise ValueError(f"param must be 'gibbs' or 'tabular', got {param!r}")
+  if param not in ("gibbs", "matched", "tabular"):
+    raise ValueError(f"param must be 'gibbs', 'matched' or 'tabular', got {param!r}")
   g.check_options(loss)
   # Gamma needs Sigma_off and nu only; no MLE is fitted.
   cov = g.covariance(bandit.feature_differences(env, data), lam)
   bonus = uncertainty_bonus(env, cov, reference_vector(env) if nu is None else nu)
-  if param == "gibbs":
+  if param != "tabular":
     # Projected gradient descent with step 1/L: the mean loss has Hessian <= max ||dphi||^2 / 4 <= 1 in
     # theta. (Adam followed by a projection would not converge to the constrained optimum.)
-    to_logp = lambda theta: gibbs_class_logp(env, theta)
+    shift = pessimism * bonus if param == "matched" else 0.0
+    to_logp = lambda theta: g.gibbs_logprobs(env.ref_logp, bandit.rewards(env, theta) - shift, env.eta)
     params = jnp.zeros(env.features.shape[-1], env.features.dtype)
     project = lambda theta: optax.projections.projection_l2_ball(theta, env.bound)
     opt = optax.sgd(1.0)
@@ -249,7 +254,7 @@ def offline_dpo(env, data, *, param="gibbs", pessimism=0.0, lam=1.0, nu=None, st
   loss_fn = lambda p: dpo_objective(env, to_logp(p), data, bonus=bonus, bonus_scale=pessimism, loss=loss)
   params = minimize(loss_fn, params, opt, steps, project)
   final_loss, grads = jax.value_and_grad(loss_fn)(params)
-  grad_norm = jnp.linalg.norm(params - project(params - grads)) if param == "gibbs" else jnp.linalg.norm(grads)
+  grad_norm = jnp.linalg.norm(grads) if param == "tabular" else jnp.linalg.norm(params - project(params - grads))
   return DPOResult(to_logp(params), final_loss, grad_norm)
 
 

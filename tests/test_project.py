@@ -58,6 +58,7 @@ def test_experiment_cli_writes_complete_results(tmp_path):
   offline = json.loads((tmp_path / "offline" / "summary.json").read_text())["offline"]
   assert set(offline["coverage"]) == {"pi0", "covers_pi_star", "misses_pi_star"}
   assert len(offline["theorem_3_1"]["pi0"]["per_seed"]["lhs_two"]) == 8
+  assert max(rows["max_tv_pdpo_matched_to_II"] for rows in offline["coverage"].values()) < 1e-3  # Prop. 5.1
   online = json.loads((tmp_path / "online" / "summary.json").read_text())["online"]
   assert set(online["equal_budget"]) >= {"uncertainty", "reference", "random_pairs", "offline_pi0"}
   assert len(json.loads((tmp_path / "regret" / "summary.json").read_text())["regret"]["uncertainty"]["Reg"]["mean"]) == 3

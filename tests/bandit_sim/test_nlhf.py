@@ -197,12 +197,10 @@ def test_expected_pair_feature_is_bilinear(env):
 
 @pytest.fixture(scope="module")
 def online_runs(env):
-  runs = {}
-  for enhancer in nlhf.ENHANCERS:
-    run = jax.jit(lambda k, e=enhancer: nlhf.online_nlhf(k, env, enhancer=e, num_iterations=3, batch_size=10,
-                                                          beta=1.0, enhancer_steps=30))
-    runs[enhancer] = jax.tree.map(np.asarray, run(jax.random.key(7)))
-  return runs
+  # one compilation for every enhancer: its index is traced
+  run = jax.jit(lambda k, e: nlhf.online_nlhf(k, env, enhancer=e, num_iterations=3, batch_size=10, beta=1.0,
+                                                enhancer_steps=30))
+  return {name: jax.tree.map(np.asarray, run(jax.random.key(7), jnp.int32(i))) for i, name in enumerate(nlhf.ENHANCERS)}
 
 
 def test_online_records_recomputed_from_the_data(env, online_runs, scipy_bt_mle):

@@ -114,6 +114,20 @@ def test_dpo_in_the_gibbs_class_recovers_the_plug_in(problem):
   assert float(dpo.grad_norm) < 1e-5
 
 
+def test_pessimistic_dpo_in_the_matched_class_is_option_two(problem):
+  """Proposition 5.1: in the class pi ∝ pi0 exp((<theta, phi> - beta Gamma) / eta), Eq. (10)'s loss is the
+  BT negative log-likelihood of theta, so pessimistic DPO outputs Option II's policy; the linear Gibbs
+  class cannot represent r - beta Gamma, and its pessimistic DPO does not."""
+  env, data = problem
+  run = jax.jit(offline.offline_dpo, static_argnames=("param", "steps"))
+  option_two = np.exp(offline.offline_gshf(env, data, option="II", beta=0.7, lam=1.0))
+  matched = run(env, data, param="matched", pessimism=0.7, steps=3000)
+  np.testing.assert_allclose(np.exp(matched.logp), option_two, atol=1e-6)
+  assert float(matched.grad_norm) < 1e-7
+  linear = run(env, data, param="gibbs", pessimism=0.7, steps=3000)
+  assert 0.5 * np.abs(np.exp(linear.logp) - option_two).sum(-1).max() > 1e-3
+
+
 def test_tabular_dpo_leaves_uncovered_actions_arbitrary(problem):
   """Appendix E.1: actions never compared keep their initial logits; two initializations reach the same
   loss with different mass on them."""
