@@ -1,6 +1,8 @@
 """Tokenizers: HF tokenizers from a local folder (transformers.AutoTokenizer, no download), a byte-level
-BPE tokenizer trained on a corpus with HF `tokenizers` (for the built-in task), batches of left-padded
-prompts, and HH-RLHF's dialogue format ("\\n\\nHuman: ... \\n\\nAssistant: ...")."""
+BPE tokenizer trained on a corpus with HF `tokenizers` (for the built-in task), prompts and completions
+tokenized as TRL's DPOTrainer does it (the tokenizer's own special tokens, chat templates for
+conversations, prompt and completion jointly), padded batches, and HH-RLHF's dialogue format
+("\\n\\nHuman: ... \\n\\nAssistant: ...")."""
 
 import numpy as np
 
