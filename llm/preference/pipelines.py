@@ -47,12 +47,13 @@ def offline_pairs(config):
   return data.filter_preferences(examples, pipeline_tokenizer(config), config.data.max_prompt_length)[0]
 
 
-def training_prompts(config):
-  """pipeline.prompts (those within data.max_prompt_length tokens), or the distinct prompts of D_off in order."""
+def training_prompts(config, offline=None):
+  """pipeline.prompts (those within data.max_prompt_length tokens), or the distinct prompts of D_off in order
+  (`offline`: offline_pairs(config) when the caller already has it)."""
   if config.pipeline.prompts:
     prompts, _ = data.load_examples(require_file("pipeline.prompts", config.pipeline.prompts), "prompts")
     return data.filter_prompts(prompts, pipeline_tokenizer(config), config.data.max_prompt_length)[0]
-  return list(dict.fromkeys(p for p, _, _ in offline_pairs(config)))
+  return list(dict.fromkeys(p for p, _, _ in (offline_pairs(config) if offline is None else offline)))
 
 
 def sample_responses(config, policy, prompts, path, *, num_samples, temperature=None, seed=0):
@@ -212,8 +213,8 @@ def run_hybrid(config, *, online=False):
   Returns {"policy", "iterations": [folders], "queries", "budget", "dropped", "proxy_labels"}."""
   p = config.pipeline
   name = "online" if online else "hybrid"
-  prompts = training_prompts(config)
   offline = offline_pairs(config) if config.data.train else None
+  prompts = training_prompts(config, offline)
   m = p.queries_per_iteration or (len(offline) if offline is not None else len(prompts)) // p.iterations
   if m * p.iterations > len(prompts):
     raise ValueError(f"{name}: {p.iterations} iterations of {m} queries need more prompts than the {len(prompts)} "
