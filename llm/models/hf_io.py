@@ -175,6 +175,7 @@ def save_hf_checkpoint(model: Transformer, path: str, *, max_shard_bytes: int | 
   """Write `model` as an HF folder (config.json + safetensors, sharded above max_shard_bytes) that
   transformers' AutoModelForCausalLM / AutoModelForSequenceClassification loads. Atomic: written to a
   temporary folder next to `path`, then renamed over it."""
+  import transformers
   from safetensors.numpy import save_file
 
   config = model.config
@@ -186,9 +187,8 @@ def save_hf_checkpoint(model: Transformer, path: str, *, max_shard_bytes: int | 
   def fill(folder):
     model_config.to_hf(config).save_pretrained(folder)
     if config.generation_eos_token_ids:
-      with open(os.path.join(folder, "generation_config.json"), "w") as f:
-        json.dump({"bos_token_id": config.bos_token_id, "eos_token_id": list(config.generation_eos_token_ids),
-                   "pad_token_id": config.pad_token_id}, f, indent=2)
+      transformers.GenerationConfig(bos_token_id=config.bos_token_id, pad_token_id=config.pad_token_id,
+                                    eos_token_id=list(config.generation_eos_token_ids)).save_pretrained(folder)
     shards = [[]]
     size = 0
     for name, value in tensors.items():
