@@ -63,10 +63,10 @@ def merged_summary(path, name, name_claims, settings):
 
 def summary_markdown(name_to_claims, settings):
   lines = ["# bandit_sim results", "", f"Settings: `{json.dumps(settings, sort_keys=True)}`", "",
-           "| experiment | claim | measured | verdict |", "| --- | --- | --- | --- |"]
+           "| experiment | kind | claim | measured | verdict | note |", "| --- | --- | --- | --- | --- | --- |"]
   for name, claims in name_to_claims.items():
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in (name, claim, measured, verdict)) + " |"
-              for claim, measured, verdict in claims]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in (name, c.kind, c.claim, c.measured, c.verdict, c.note))
+              + " |" for c in claims]
   return "\n".join(lines) + "\n"
 
 
@@ -111,7 +111,8 @@ def run(argv=None):
     folder = os.path.join(args.out, name)
     for filename, fig in figures.items():
       atomic.save_figure(fig, os.path.join(folder, filename))
-    atomic.write_json(os.path.join(folder, "summary.json"), {"settings": settings, name: out})
+    atomic.write_json(os.path.join(folder, "summary.json"),
+                      {"settings": settings, name: out, "claims": [c._asdict() for c in name_claims]})
     atomic.write_text(os.path.join(folder, "summary.md"), summary_markdown({name: name_claims}, settings))
     bar.update()
   bar.close()

@@ -32,7 +32,17 @@ def test_experiment_cli_runs_one_experiment(tmp_path):
     saved = json.loads((tmp_path / name / "summary.json").read_text())
     assert saved["settings"]["seeds"] == 4 and set(saved[name]) == set(results[name])
     assert (tmp_path / name / "summary.md").read_text().count(f"\n| {name} |") == rows
+    assert_claim_kinds(saved["claims"])
   assert not (tmp_path / "summary.md").exists()  # written only when several experiments run
+
+
+def assert_claim_kinds(claims):
+  """Every summary row says what it is: a sanity check says why it holds by construction, a finding what
+  would have falsified it, and a measurement has no verdict of its own."""
+  prefix = {"sanity check": "true by construction (", "finding": "falsified if ", "measurement": ""}
+  for row in claims:
+    assert row["kind"] in prefix and row["note"].startswith(prefix[row["kind"]]) and row["note"], row
+    assert (row["verdict"] == "measured") == (row["kind"] == "measurement"), row
 
 
 @pytest.mark.slow
@@ -50,11 +60,13 @@ def test_experiment_cli_writes_complete_results(tmp_path):
   assert np.all(np.isfinite(saved["core"]["mle"]["mean_l2_error"]))
   rejection = json.loads((tmp_path / "rejection" / "summary.json").read_text())["rejection"]
   assert rejection["best_of_n"]["bound_holds"]
-  assert set(rejection["pseudo_labelling"]["methods"]) == {"pi0", "sft", "dpo", "rso", "rso_hinge", "rso_exact", "multistep",
+  assert set(rejection["pseudo_labelling"]["selected"]["methods"]) == {"pi0", "sft", "dpo", "rso", "rso_hinge", "rso_exact", "multistep",
                                                                 "multistep_3", "plug_in"}
   assert json.loads((tmp_path / "coverage" / "summary.json").read_text())["coverage"]["max_loss_gap"] < 1e-8
   gibbs = json.loads((tmp_path / "gibbs" / "summary.json").read_text())["gibbs"]
   assert max(p["max_abs_difference_over_max_density"] for p in gibbs["panels"]) < 1e-6
+  for name in figures:
+    assert_claim_kinds(json.loads((tmp_path / name / "summary.json").read_text())["claims"])
   offline = json.loads((tmp_path / "offline" / "summary.json").read_text())["offline"]
   assert set(offline["coverage"]) == {"pi0", "covers_pi_star", "misses_pi_star"}
   assert len(offline["theorem_3_1"]["pi0"]["per_seed"]["lhs_two"]) == 8
@@ -87,9 +99,10 @@ def test_experiment_cli_rejects_bad_arguments(tmp_path, capsys):
 
 def test_a_single_experiment_rerun_replaces_its_rows_in_the_aggregate_summary(tmp_path):
   (tmp_path / "summary.md").write_text(
-      "# bandit_sim results\n\nSettings: `{}`\n\n| experiment | claim | measured | verdict |\n| --- | --- | --- | --- |\n"
-      "| core | old core row | 1 | holds |\n| gibbs | stale row | 0 | DISAGREE |\n| gibbs | stale row 2 | 0 | x |\n"
-      "| coverage | old coverage row | 2 | holds |\n")
+      "# bandit_sim results\n\nSettings: `{}`\n\n| experiment | kind | claim | measured | verdict | note |\n"
+      "| --- | --- | --- | --- | --- | --- |\n| core | finding | old core row | 1 | holds | n |\n"
+      "| gibbs | finding | stale row | 0 | DISAGREE | n |\n| gibbs | finding | stale row 2 | 0 | x | n |\n"
+      "| coverage | finding | old coverage row | 2 | holds | n |\n")
   experiment.main(["gibbs", "--quick", "--seeds", "2", "--out", str(tmp_path), "--quiet"])
   text = (tmp_path / "summary.md").read_text()
   assert "stale row" not in text and text.count("\n| gibbs |") == 2  # the rerun's two rows

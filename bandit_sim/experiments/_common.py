@@ -15,6 +15,7 @@ import numpy as np
 
 import gshf_jax as g
 from bandit_sim import env as bandit
+from bandit_sim import offline, online
 from gshf_jax.workarounds import SEED_CHUNK
 
 # The instance of the offline, online, hybrid, regret and coverage experiments.
@@ -23,11 +24,34 @@ LAM, DELTA = 1.0, 0.05
 COVERAGES = ("pi0", "covers_pi_star", "misses_pi_star")
 
 
+KINDS = ("sanity check", "finding", "measurement")
+
+
 class Claim(NamedTuple):
-  """One row of a summary: the paper's claim, what was measured, and the verdict."""
+  """One row of a summary: the paper's claim, what was measured, the verdict, and its kind (KINDS) with a
+  note. A *sanity check* holds by construction (a theorem or an identity of the code): the note says why,
+  and a failure means a bug. A *finding* could have come out otherwise: the note says what would have
+  falsified it. A *measurement* reports numbers that other rows test, and claims nothing."""
   claim: str
   measured: str
   verdict: str
+  kind: str
+  note: str
+
+
+def sanity_check(claim: str, measured: str, verdict: str, why: str) -> Claim:
+  """A row that holds by construction; `why`: the theorem or identity that makes it so."""
+  return Claim(claim, measured, verdict, "sanity check", f"true by construction ({why}); guards the code")
+
+
+def finding(claim: str, measured: str, verdict: str, falsified_by: str) -> Claim:
+  """A row that could have come out otherwise; `falsified_by`: the outcome that would have contradicted it."""
+  return Claim(claim, measured, verdict, "finding", f"falsified if {falsified_by}")
+
+
+def measurement(claim: str, measured: str, note: str = "numbers the other rows compare") -> Claim:
+  """A row of numbers with no verdict of its own."""
+  return Claim(claim, measured, "measured", "measurement", note)
 
 
 def behaviour_policy(env, coverage, favourite_logp=None):
@@ -116,6 +140,20 @@ def sign_verdict(mean_se, negative: str, positive: str, neither: str = "no signi
   return positive if significantly_positive(mean_se) else neither
 
 
+def holm_significant(mean_ses, alpha: float = 0.05, negative: bool = True) -> list[bool]:
+  """Holm's step-down correction of one-sided z-tests (mean / s.e., normal approximation) of k paired
+  differences: which are significantly below 0 (above 0 when `negative` is False) with the family-wise
+  error rate at most `alpha`. Used where the best of k settings is reported."""
+  sign = -1.0 if negative else 1.0
+  p = [0.5 * math.erfc(sign * m / (s * math.sqrt(2))) if s > 0 else float(sign * m <= 0) for m, s in mean_ses]
+  significant, k = [False] * len(p), len(p)
+  for rank, i in enumerate(sorted(range(k), key=p.__getitem__)):
+    if p[i] > alpha / (k - rank):
+      break
+    significant[i] = True
+  return significant
+
+
 def fmt(mean_se, digits: int = 4) -> str:
   """'mean±se' with `digits` decimals."""
   return f"{mean_se[0]:.{digits}f}±{mean_se[1]:.{digits}f}"
@@ -151,3 +189,18 @@ ONLINE_BETA = 1.0  # the beta of Eq. (7) in every run; Lemma 4.3's beta (C = 1) 
 FAST_ENHANCER = dict(enhancer_starts=2, enhancer_steps=60)  # for the long runs (within ~2.5% of SciPy)
 ENHANCER_NAMES = {"uncertainty": "Option II", "reference": "Option I (π0)", "random_pairs": "random pairs",
                   "best_of_n": "best-of-4", "temperature": "temperature 2", "variant": "previous iterate"}
+
+
+def selected_offline_only(k_data, k_val, env, behaviour, d_off, num_iterations, batch_size):
+  """The equal-budget baseline with Algorithm 2's selection: T * m more (behaviour, behaviour) pairs; the
+  Gibbs policies of the MLE on D_off and the first t * m of them, t = 1..T, scored by the same validation
+  estimate (online.validation_value, same key, so the same prompts and noise as Algorithm 2's iterates).
+  Returns J(pi*) - J of (the selected policy, the one on all the data), and D_off with the new pairs."""
+  data = bandit.collect_preferences(k_data, env, behaviour, behaviour, num_iterations * batch_size)
+  data = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), d_off, data)
+  dphi, n_off = bandit.feature_differences(env, data), d_off.y.shape[0]
+  ends = n_off + batch_size * jnp.arange(1, num_iterations + 1)
+  logps = jax.vmap(lambda end: offline.gibbs_class_logp(
+      env, g.bt_mle(dphi, data.y, env.bound, jnp.arange(data.y.shape[0]) < end)))(ends)
+  values = jax.vmap(lambda lp: online.validation_value(k_val, env, lp, 1000))(logps)
+  return bandit.suboptimality(env, logps[jnp.argmax(values)]), bandit.suboptimality(env, logps[-1]), data

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bandit_sim import mixture
-from bandit_sim.experiments._common import Claim, pyplot
+from bandit_sim.experiments._common import pyplot, sanity_check
 
 DIRECTION = (1.0, 0.0)  # Figure 1's r(a) = [1, 0]^T a
 INVERSE_ETAS = (0.5, 1.0, 10.0)  # Figure 1's panels (b)-(d)
@@ -41,16 +41,18 @@ def compute(key, *, seeds, quick, progress):
 def claims(results):
   rows = results["panels"]
   worst = max(r["max_abs_difference_over_max_density"] for r in rows)
-  return [Claim("Figure 1: a Gaussian mixture tilted by a linear reward is the mixture with means μ_k + S_k c/η "
-             "and reweighted components",
-             f"closed form vs grid normalization: max |Δ density| / max density {worst:.1e} over 1/η ∈ "
-             f"{{{', '.join(f'{v:g}' for v in INVERSE_ETAS)}}}; grid holds mass "
-             f"{min(r['closed_form_mass_on_grid'] for r in rows):.6f}", "agree" if worst < 1e-6 else "DISAGREE"),
-            Claim("Figure 1: as η → 0, π_r leaves π0's structure for the reward",
-             "; ".join(f"1/η={r['inverse_eta']:g}: mean x {r['mean'][0]:.2f}, top component weight "
-                       f"{max(r['weights']):.2f}, KL(π_r‖π0) {r['kl_to_pi0']:.2f}" for r in rows),
-             "π_r concentrates on the rightmost mode and its KL grows" if rows[-1]["kl_to_pi0"] > rows[0]["kl_to_pi0"]
-             else "not observed")]
+  return [sanity_check("Figure 1: a Gaussian mixture tilted by a linear reward is the mixture with means μ_k + S_k c/η "
+                       "and reweighted components",
+                       f"closed form vs grid normalization: max |Δ density| / max density {worst:.1e} over 1/η ∈ "
+                       f"{{{', '.join(f'{v:g}' for v in INVERSE_ETAS)}}}; grid holds mass "
+                       f"{min(r['closed_form_mass_on_grid'] for r in rows):.6f}", "agree" if worst < 1e-6 else "DISAGREE",
+                       "completing the square in each Gaussian component"),
+          sanity_check("Figure 1: as η → 0, π_r leaves π0's structure for the reward",
+                       "; ".join(f"1/η={r['inverse_eta']:g}: mean x {r['mean'][0]:.2f}, top component weight "
+                                 f"{max(r['weights']):.2f}, KL(π_r‖π0) {r['kl_to_pi0']:.2f}" for r in rows),
+                       "π_r concentrates on the rightmost mode and its KL grows"
+                       if rows[-1]["kl_to_pi0"] > rows[0]["kl_to_pi0"] else "not observed",
+                       "KL(π_r‖π0) increases with 1/η for any non-constant reward")]
 
 
 def figures(results, arrays):

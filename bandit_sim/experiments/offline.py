@@ -18,14 +18,16 @@ from bandit_sim.experiments._common import (
   DELTA,
   ENV,
   LAM,
-  Claim,
   behaviour_policy,
+  finding,
+  holm_significant,
   log_log_slope,
   mean_and_stderr,
+  measurement,
   over_seeds,
   pad_features,
   pyplot,
-  significantly_negative,
+  sanity_check,
   stack_trees,
 )
 
@@ -37,21 +39,24 @@ SWEEP_BETAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def make_seed(key, n, env_kwargs, coverage=0):
-  """A random instance, its behaviour policy and n comparisons; nu = the behaviour's mean feature."""
+  """A random instance, its behaviour policy and n comparisons, with Theorem 3.1's reference vector
+  nu = E_{d0} phi(x, pi0) (the library's default) and the oracle nu_behaviour = E_{d0} phi(x, behaviour),
+  which a learner does not know in general (it is E phi(pi*) when D_off comes from pi*): an ablation."""
   k_env, k_data = jax.random.split(key)
   env = bandit.make_linear_bandit(k_env, **env_kwargs)
   behaviour = behaviour_policy(env, coverage)
   data = bandit.collect_preferences(k_data, env, behaviour, behaviour, n)
-  nu = env.context_probs @ bandit.expected_features(env, behaviour)
-  return env, data, behaviour, nu
+  nu_behaviour = env.context_probs @ bandit.expected_features(env, behaviour)
+  return env, data, behaviour, offline.reference_vector(env), nu_behaviour
 
 
 def method_suboptimalities(key, coverage, n, beta, theory_beta, dpo_steps):
   """Per seed: J(pi*) - J(pi) of every method at `beta`, the mass each puts on actions D_off never
   shows, Option II over SWEEP_BETAS, and Theorem 3.1 at `theory_beta`: Lemma G.3's event and both
   options' LHS J(pi*) - J(pi_hat) and RHS. dpo_steps: (steps in the theta classes, tabular steps)."""
-  env, data, behaviour, nu = make_seed(key, n, ENV, coverage)
+  env, data, behaviour, nu, nu_behaviour = make_seed(key, n, ENV, coverage)
   fit = offline.fit_offline(env, data, lam=LAM, nu=nu)
+  oracle_fit = fit._replace(nu=nu_behaviour)
   star = bandit.optimal_logp(env)
   gamma = offline.uncertainty_bonus(env, fit.cov, fit.nu)
   err = fit.theta_mle - env.theta_star
@@ -79,8 +84,9 @@ def method_suboptimalities(key, coverage, n, beta, theory_beta, dpo_steps):
   out["uncovered_mass_optimal"] = mass(star)
   tv_to_two = lambda logp: jnp.max(0.5 * jnp.sum(jnp.abs(jnp.exp(logp) - jnp.exp(policies["II"])), -1))
   out.update(tv_pdpo_to_II=tv_to_two(policies["pdpo"]), tv_pdpo_matched_to_II=tv_to_two(policies["pdpo_matched"]))
-  out["sweep_II"] = jax.vmap(lambda b: bandit.suboptimality(
-      env, offline.policy_from_fit(env, fit, option="II", beta=b)))(jnp.array(SWEEP_BETAS))
+  for name, f in (("sweep_II", fit), ("sweep_II_oracle_nu", oracle_fit)):
+    out[name] = jax.vmap(lambda b: bandit.suboptimality(
+        env, offline.policy_from_fit(env, f, option="II", beta=b)))(jnp.array(SWEEP_BETAS))
   return out, theorem
 
 
@@ -94,7 +100,7 @@ def plug_in_and_option_two(env, data, nu, mask=None):
 def suboptimality_by_n(key, sizes):
   """Per seed: suboptimality of "mle" and "II" on the first n rows of one dataset, for each n (masks, so
   one compiled computation serves every n)."""
-  env, data, _, nu = make_seed(key, max(sizes), ENV)
+  env, data, _, nu, _ = make_seed(key, max(sizes), ENV)
   masks = jnp.arange(max(sizes))[None, :] < jnp.array(sizes)[:, None]
   return jax.vmap(lambda mask: plug_in_and_option_two(env, data, nu, mask))(masks)
 
@@ -103,7 +109,7 @@ def suboptimality_by_dim(key, dims, n):
   """Per seed: suboptimality of "mle" and "II" with n comparisons, for each feature dimension d."""
   envs, datas, nus = [], [], []
   for dim in dims:
-    env, data, _, nu = make_seed(key, n, {**ENV, "dim": dim})
+    env, data, _, nu, _ = make_seed(key, n, {**ENV, "dim": dim})
     envs.append(pad_features(env, max(dims)))
     datas.append(data)
     nus.append(jnp.pad(nu, (0, max(dims) - dim)))
@@ -128,11 +134,12 @@ def compute(key, *, seeds, quick, progress):
     progress(f"offline: D_off from {cov_name}")
     b, a = jax.tree.map(np.asarray, by_coverage(jax.random.split(k_b, seeds), index, n_off, PRACTICAL_BETA,
                                                 beta, dpo_steps))
-    rows = {k: mean_and_stderr(v) for k, v in b.items() if k != "sweep_II"}
-    paired = b["sweep_II"] - b["subopt_mle"][:, None]  # [seeds, betas], against the plug-in
-    rows["sweep_II"] = {"betas": list(SWEEP_BETAS), "mean": b["sweep_II"].mean(0).tolist(),
-                        "mean_minus_mle": paired.mean(0).tolist(),
-                        "stderr_minus_mle": (paired.std(0, ddof=1) / math.sqrt(seeds)).tolist()}
+    rows = {k: mean_and_stderr(v) for k, v in b.items() if not k.startswith("sweep_II")}
+    for sweep in ("sweep_II", "sweep_II_oracle_nu"):
+      paired = b[sweep] - b["subopt_mle"][:, None]  # [seeds, betas], against the plug-in
+      rows[sweep] = {"betas": list(SWEEP_BETAS), "mean": b[sweep].mean(0).tolist(),
+                     "mean_minus_mle": paired.mean(0).tolist(),
+                     "stderr_minus_mle": (paired.std(0, ddof=1) / math.sqrt(seeds)).tolist()}
     rows["max_tv_pdpo_matched_to_II"] = float(np.max(b["tv_pdpo_matched_to_II"]))
     coverage[cov_name] = rows
     # Option I's bound holds for the exact maximizer of Eq. (5); the solver's certified duality gap is
@@ -179,62 +186,82 @@ def compute(key, *, seeds, quick, progress):
   return results, {}
 
 
+def pessimism_row(cov_name, sweep, label, falsified_by):
+  """Option II minus the plug-in MLE (paired) over the nonzero betas of a sweep, Holm-corrected: the best
+  beta is reported only when it survives the correction for trying every beta."""
+  betas = sweep["betas"][1:]  # beta = 0 is the plug-in itself
+  diffs = list(zip(sweep["mean_minus_mle"][1:], sweep["stderr_minus_mle"][1:]))
+  helps = [b_ for b_, sig in zip(betas, holm_significant(diffs)) if sig]
+  hurts = [b_ for b_, sig in zip(betas, holm_significant(diffs, negative=False)) if sig]
+  verdict = (f"pessimism helps at β ∈ {{{', '.join(f'{b_:g}' for b_ in helps)}}}" if helps else "no β helps significantly")
+  verdict += f"; hurts at β ∈ {{{', '.join(f'{b_:g}' for b_ in hurts)}}}" if hurts else ""
+  return finding(f"D_off from {cov_name}: Option II minus plug-in MLE (paired) over β, {label}",
+                 ", ".join(f"β={b_}: {d_:+.4f}±{e_:.4f}" for b_, (d_, e_) in zip(betas, diffs)),
+                 verdict + f" (Holm-corrected over {len(betas)} β, one-sided, α = 0.05)", falsified_by)
+
+
 def claims(results):
   theorem, coverage, scaling = results["theorem_3_1"], results["coverage"], results["scaling"]
   claims = []
   for cov_name, t in theorem.items():
     seeds, beta = t["seeds"], t["beta"]
-    claims.append(Claim(f"Lemma G.3, D_off from {cov_name}: ‖θ_MLE − θ*‖_Σ ≤ β (C = 1, δ = {DELTA})",
-                   f"{t['lemma_g3_coverage']:.1%} of {seeds} seeds; median error/β {t['median_sigma_error_over_beta']:.3f}",
-                   "holds" if t["lemma_g3_coverage"] >= 1 - DELTA else "fails at C = 1"))
+    claims.append(finding(f"Lemma G.3, D_off from {cov_name}: ‖θ_MLE − θ*‖_Σ ≤ β (C = 1, δ = {DELTA})",
+                          f"{t['lemma_g3_coverage']:.1%} of {seeds} seeds; median error/β "
+                          f"{t['median_sigma_error_over_beta']:.3f}",
+                          "holds" if t["lemma_g3_coverage"] >= 1 - DELTA else "fails at C = 1",
+                          f"fewer than {1 - DELTA:.0%} of seeds are inside (C = 1 is a choice, not the lemma's)"))
     for option in ("I", "II"):
       holds, med = t[f"option_{option}_bound_holds"], t[f"option_{option}_median_lhs_over_rhs"]
       solver = "" if option == "II" else (
           f"; Eq. (5) solved exactly through its dual on {t['option_I_exact_by_dual']:.0%} of seeds "
           f"(max duality gap {t['option_I_max_duality_gap']:.1e}, allowed as slack)")
       if med is None:
-        ratio_text = (f"RHS = 0 on every seed (ν = E φ(π*)); max LHS "
-                      f"{t[f'option_{option}_max_lhs_where_rhs_zero']:.1e}")
+        ratio_text = (f"RHS = 0 on every seed; max LHS {t[f'option_{option}_max_lhs_where_rhs_zero']:.1e}")
       else:
         ratio_text = f"median LHS/RHS {med:.2e} (max {t[f'option_{option}_max_lhs_over_rhs']:.2e})"
-      claims.append(Claim(f"Theorem 3.1, Option {option}, D_off from {cov_name}: J(π*) − J(π̂) ≤ bound (β = {beta:.1f})",
-                     f"holds on {holds:.1%} of seeds; {ratio_text}{solver}",
-                     ("holds" if holds == 1.0 else "VIOLATED on some seeds")
-                     + (f", loose by ~{1 / med:.0f}x (median)" if med else "")))
+      claims.append(finding(f"Theorem 3.1, Option {option}, D_off from {cov_name}: J(π*) − J(π̂) ≤ bound "
+                            f"(β = {beta:.1f}, ν = E φ(π0))",
+                            f"holds on {holds:.1%} of seeds; {ratio_text}{solver}",
+                            ("holds" if holds == 1.0 else "VIOLATED on some seeds")
+                            + (f", loose by ~{1 / med:.0f}x (median)" if med else ""),
+                            "LHS > RHS on a seed where Lemma G.3's event holds"))
   for cov_name, rows in coverage.items():
-    claims.append(Claim(f"D_off from {cov_name}: suboptimality by method (mean ± s.e., {seeds} seeds, β = {PRACTICAL_BETA})",
-                   "; ".join(f"{m} {rows[f'subopt_{m}'][0]:.4f}±{rows[f'subopt_{m}'][1]:.4f}" for m in METHODS),
-                   "measured"))
-    sweep = rows["sweep_II"]
-    diffs, errs = np.array(sweep["mean_minus_mle"]), np.array(sweep["stderr_minus_mle"])
-    best = int(np.argmin(diffs))
-    verdict = (f"pessimism helps (best β = {sweep['betas'][best]})" if significantly_negative((diffs[best], errs[best]))
-               else "no β helps significantly")
-    claims.append(Claim(f"D_off from {cov_name}: Option II minus plug-in MLE (paired) over β",
-                   ", ".join(f"β={b_}: {d_:+.4f}±{e_:.4f}" for b_, d_, e_ in zip(sweep["betas"], diffs, errs)),
-                   verdict))
-    claims.append(Claim(f"Proposition 5.1, D_off from {cov_name}: pessimistic DPO (Eq. (10)) in the class "
-                        "π ∝ π0 exp((θᵀφ − βΓ)/η) outputs Option II",
-                        f"largest TV to Option II over seeds and contexts {rows['max_tv_pdpo_matched_to_II']:.1e}; "
-                        f"in the linear Gibbs class (which cannot represent r − βΓ) mean TV "
-                        f"{rows['tv_pdpo_to_II'][0]:.3f}",
-                        ("holds" if rows["max_tv_pdpo_matched_to_II"] < 1e-3 else "FAILS")
-                        + " (sanity check: an identity of the loss, it guards the code)"))
+    claims.append(measurement(f"D_off from {cov_name}: suboptimality by method (mean ± s.e., {seeds} seeds, "
+                              f"β = {PRACTICAL_BETA}, ν = E φ(π0))",
+                              "; ".join(f"{m} {rows[f'subopt_{m}'][0]:.4f}±{rows[f'subopt_{m}'][1]:.4f}" for m in METHODS)))
+    claims.append(pessimism_row(cov_name, rows["sweep_II"], "ν = E φ(π0) (Theorem 3.1's default)",
+                                "no β gives Option II a significantly lower suboptimality than the plug-in"))
+    claims.append(pessimism_row(cov_name, rows["sweep_II_oracle_nu"],
+                                "ablation: oracle ν = E φ(behaviour), unknown to a learner (= E φ(π*) when D_off "
+                                "comes from π*)",
+                                "no β gives Option II a significantly lower suboptimality than the plug-in"))
+    claims.append(sanity_check(f"Proposition 5.1, D_off from {cov_name}: pessimistic DPO (Eq. (10)) in the class "
+                               "π ∝ π0 exp((θᵀφ − βΓ)/η) outputs Option II",
+                               f"largest TV to Option II over seeds and contexts {rows['max_tv_pdpo_matched_to_II']:.1e}",
+                               "holds" if rows["max_tv_pdpo_matched_to_II"] < 1e-3 else "FAILS",
+                               "Eq. (10)'s loss in that class is Option II's objective reparameterized"))
+    claims.append(measurement(f"D_off from {cov_name}: pessimistic DPO in the linear Gibbs class π ∝ π0 exp(θᵀφ/η) "
+                              "(not Proposition 5.1: the class cannot represent r − βΓ)",
+                              f"mean TV to Option II {rows['tv_pdpo_to_II'][0]:.3f}; suboptimality "
+                              f"{rows['subopt_pdpo'][0]:.4f} vs Option II {rows['subopt_II'][0]:.4f}"))
   poor = coverage["misses_pi_star"]
-  claims.append(Claim("Appendix E.1: tabular DPO's mass on actions D_off never shows (π*'s top 2)",
-                 f"π* {poor['uncovered_mass_optimal'][0]:.3f}; DPO tabular {poor['uncovered_mass_dpo_tabular'][0]:.3f}; "
-                 f"pessimistic tabular {poor['uncovered_mass_pdpo_tabular'][0]:.3f}; Option II {poor['uncovered_mass_II'][0]:.3f}",
-                 "tabular DPO leaves it at the initialization's arbitrary value"))
+  claims.append(measurement("Appendix E.1: mass on the actions D_off never shows (π*'s top 2)",
+                            f"π* {poor['uncovered_mass_optimal'][0]:.3f}; DPO tabular "
+                            f"{poor['uncovered_mass_dpo_tabular'][0]:.3f}; pessimistic tabular "
+                            f"{poor['uncovered_mass_pdpo_tabular'][0]:.3f}; Option II {poor['uncovered_mass_II'][0]:.3f}",
+                            "the `coverage` experiment tests where the tabular mass comes from"))
 
   for name in ("mle", "II"):
     slope_n, ci_n = scaling[name]["slope_n"], scaling[name]["slope_n_ci95"]
     slope_d, ci_d = scaling[name]["slope_d"], scaling[name]["slope_d_ci95"]
-    claims.append(Claim(f"{name}: suboptimality vs n_off (Theorem 3.1's bound scales as n^-1/2)",
-                   f"slope {slope_n:.2f} [{ci_n[0]:.2f}, {ci_n[1]:.2f}]",
-                   "faster than the bound's -1/2" if ci_n[1] < -0.5 else (
-                       "consistent with -1/2" if ci_n[0] <= -0.5 <= ci_n[1] else "slower than -1/2")))
-    claims.append(Claim(f"{name}: suboptimality vs d at n_off = 400", f"slope in d {slope_d:.2f} [{ci_d[0]:.2f}, {ci_d[1]:.2f}]",
-                   "measured"))
+    claims.append(finding(f"{name}: suboptimality vs n_off falls at least as fast as Theorem 3.1's n^-1/2 (an "
+                          "upper bound)",
+                          f"slope {slope_n:.2f} [{ci_n[0]:.2f}, {ci_n[1]:.2f}]",
+                          "faster than -1/2" if ci_n[1] < -0.5 else (
+                              "consistent with -1/2" if ci_n[0] <= -0.5 <= ci_n[1] else "SLOWER than -1/2"),
+                          "the slope's 95% interval lies above -1/2"))
+    claims.append(measurement(f"{name}: suboptimality vs d at n_off = 400",
+                              f"slope in d {slope_d:.2f} [{ci_d[0]:.2f}, {ci_d[1]:.2f}]"))
   return claims
 
 

@@ -13,8 +13,16 @@ import numpy as np
 
 import gshf_jax as g
 from bandit_sim import env as bandit
-from bandit_sim import mixture, offline, rso
-from bandit_sim.experiments._common import Claim, fmt, mean_and_stderr, pyplot, sign_verdict
+from bandit_sim import mixture, offline, online, rso
+from bandit_sim.experiments._common import (
+  finding,
+  fmt,
+  mean_and_stderr,
+  measurement,
+  pyplot,
+  sanity_check,
+  sign_verdict,
+)
 
 DIRECTION = (1.0, 0.0)  # the Figure-1 model's reward direction, r(a) = [1, 0]^T a
 # The pseudo-labelling bandit: reward range ~1 per context and eta = 0.1, the paper's worked example,
@@ -22,7 +30,12 @@ DIRECTION = (1.0, 0.0)  # the Figure-1 model's reward direction, r(a) = [1, 0]^T
 PSEUDO_ENV = dict(num_contexts=20, num_actions=16, dim=4, bound=1.0, eta=0.1)
 N_OFF, LAM, KL_PATH = 200, 1.0, (0.5, 0.3, 0.1)
 GAP_PROPOSALS = ("one_step", "path_exact", "path_trained", "rso_table8")
-DPO_STEPS, METHOD_SEEDS, GAP_SEEDS = 500, 60, 10  # sized for the default suite's time budget
+METHOD_SEEDS, GAP_SEEDS = 60, 10
+# Every trained method is trained for each length (Adam, cosine decay to 0 at the end) and its output is the
+# length whose policy scores best on VALIDATION Monte Carlo draws of the gold reward (the paper selects its
+# DPO checkpoints by gold reward on a validation set, Appendix H); the longest is also reported as is.
+STEP_GRID, VALIDATION = (50, 100, 200, 500), 1000
+UNTRAINED = ("pi0", "plug_in")
 METHODS = {"pi0": "π0", "sft": "SFT on preferred", "dpo": "offline DPO", "rso": "RSO (coef 0.5, DPO)",
            "rso_hinge": "RSO (coef 0.5, hinge)", "rso_exact": "RSO (coef η = 0.1)",
            "multistep": "multi-step RSO (path coefs)", "multistep_3": "multi-step RSO (coef 3, Table 8)",
@@ -91,8 +104,24 @@ def pseudo_label_methods(key, steps):
     out[f"subopt_{name}"] = bandit.suboptimality(env, logp)
     out[f"reward_{name}"] = env.context_probs @ g.gibbs.expectation(logp, r_star)
     out[f"kl_{name}"] = env.context_probs @ g.kl(logp, env.ref_logp)
+    # the same validation draws for every method and training length (online.validation_value, as Algorithm 2)
+    out[f"validation_{name}"] = online.validation_value(jax.random.fold_in(key, 1), env, logp, VALIDATION)
   out.update({f"duplicates_{name}": run.duplicate_fraction for name, run in runs.items()})
   out["multistep_step_policies"] = runs["multistep"].step_logp
+  return out
+
+
+def select_training_length(by_length):
+  """Per seed and method, the training length whose policy has the highest validation estimate (early
+  stopping on a grid, the same validation budget for every method); by_length: pseudo_label_methods'
+  outputs, one per length. Returns {f"subopt_{name}", f"reward_{name}", f"kl_{name}", f"length_{name}"}."""
+  out = {}
+  for name in METHODS:
+    best = np.argmax(np.stack([o[f"validation_{name}"] for o in by_length]), 0)  # [seeds]
+    for quantity in ("subopt", "reward", "kl"):
+      values = np.stack([o[f"{quantity}_{name}"] for o in by_length])
+      out[f"{quantity}_{name}"] = values[best, np.arange(values.shape[1])]
+    out[f"length_{name}"] = best
   return out
 
 
@@ -190,19 +219,25 @@ def compute(key, *, seeds, quick, progress):
 
   # (d) Pseudo-labelling at the same human budget.
   progress("rejection: SFT / DPO / RSO / multi-step RSO")
-  dpo_steps = 300 if quick else DPO_STEPS
+  lengths = (100, 300) if quick else STEP_GRID
   method_seeds = min(seeds, METHOD_SEEDS)
   method_keys = jax.random.split(k_methods, method_seeds)
-  out = jax.tree.map(np.asarray, jax.jit(jax.vmap(lambda k: pseudo_label_methods(k, dpo_steps)))(method_keys))
-  table = {name: {"subopt": mean_and_stderr(out[f"subopt_{name}"]), "reward": float(out[f"reward_{name}"].mean()),
-                  "kl": float(out[f"kl_{name}"].mean())} for name in METHODS}
-  paired = lambda a_, b_: mean_and_stderr(out[f"subopt_{a_}"] - out[f"subopt_{b_}"])
-  results["pseudo_labelling"] = {"env": PSEUDO_ENV, "n_off": N_OFF, "kl_path": KL_PATH, "dpo_steps": dpo_steps,
-                                 "seeds": method_seeds, "methods": table,
-                                 "duplicate_pair_share": {k[11:]: float(v.mean()) for k, v in out.items()
-                                                          if k.startswith("duplicates_")},
-                                 "rso_minus_dpo": paired("rso", "dpo"), "multistep_minus_rso": paired("multistep", "rso"),
-                                 "multistep3_minus_rso": paired("multistep_3", "rso"), "sft_minus_dpo": paired("sft", "dpo")}
+  by_length = [jax.tree.map(np.asarray, jax.jit(jax.vmap(lambda k: pseudo_label_methods(k, n)))(method_keys))
+               for n in lengths]
+  out, selected = by_length[-1], select_training_length(by_length)
+  summary = lambda o: {name: {"subopt": mean_and_stderr(o[f"subopt_{name}"]), "reward": float(o[f"reward_{name}"].mean()),
+                              "kl": float(o[f"kl_{name}"].mean())} for name in METHODS}
+  differences = lambda o: {
+      f"{a_}_minus_{b_}": mean_and_stderr(o[f"subopt_{a_}"] - o[f"subopt_{b_}"])
+      for a_, b_ in (("rso", "dpo"), ("multistep", "rso"), ("multistep_3", "rso"), ("sft", "dpo"))}
+  results["pseudo_labelling"] = {
+      "env": PSEUDO_ENV, "n_off": N_OFF, "kl_path": KL_PATH, "lengths": list(lengths), "seeds": method_seeds,
+      "validation_draws": VALIDATION,
+      "fixed": {"steps": lengths[-1], "methods": summary(out), **differences(out)},
+      "selected": {"methods": summary(selected), **differences(selected),
+                   "length_share": {name: np.bincount(selected[f"length_{name}"], minlength=len(lengths)).tolist()
+                                    for name in METHODS if name not in UNTRAINED}},
+      "duplicate_pair_share": {k[11:]: float(v.mean()) for k, v in out.items() if k.startswith("duplicates_")}}
 
   # (c) The failure mode: TV of the accepted samples to the target, fixed candidate budget.
   progress("rejection: accepted samples vs target (TV)")
@@ -228,43 +263,57 @@ def compute(key, *, seeds, quick, progress):
 
 def claims(results):
   two_actions = results["acceptance_bandit"]["two_action_example"]
-  claims = [Claim("Appendix E.2: reward gap 1, η = 0.1: one-step acceptance ≈ 0.00004",
-                  f"{two_actions:.3e} (exp(−10) = {math.exp(-10):.3e})",
-                  "matches exp(−10) = 4.5e-5" if abs(two_actions / math.exp(-10) - 1) < 1e-3 else "differs")]
+  claims = [sanity_check("Appendix E.2: reward gap 1, η = 0.1: one-step acceptance ≈ 0.00004",
+                         f"{two_actions:.3e} (exp(−10) = {math.exp(-10):.3e})",
+                         "matches exp(−10) = 4.5e-5" if abs(two_actions / math.exp(-10) - 1) < 1e-3 else "differs",
+                         "the acceptance probability is exp(−gap/η) in closed form")]
   a = results["acceptance_bandit"]
-  claims.append(Claim("Appendix E.2: N = ⌈r_x/η⌉ + 1 steps accept ≥ exp(−1) at every step (r_x = best − mean reward "
+  claims.append(sanity_check("Appendix E.2: N = ⌈r_x/η⌉ + 1 steps accept ≥ exp(−1) at every step (r_x = best − mean reward "
                  "under π0; exact, η = 0.1)",
                  f"{a['bound_mean_gap_holds']:.1%} of {a['contexts']} contexts, least per-step "
                  f"{a['bound_mean_gap_min']:.3f}; one-step mean {a['one_step_mean']:.2e}",
-                 "holds (as Jensen's inequality guarantees)" if a["bound_mean_gap_holds"] == 1 else "fails"))
-  claims.append(Claim("… with r_x = best − η log E_π0 exp(r/η) (the paper's worked assumption)",
+                 "holds" if a["bound_mean_gap_holds"] == 1 else "fails",
+                 "Jensen's inequality: with r_x = best − mean every step's acceptance is at least exp(−1)"))
+  claims.append(finding("… with r_x = best − η log E_π0 exp(r/η) (the paper's worked assumption)",
                  f"{a['bound_soft_gap_holds']:.1%} of contexts, least per-step {a['bound_soft_gap_min']:.3f}",
                  "holds" if a["bound_soft_gap_holds"] == 1 else
-                 "fails on some contexts: the first step's tilt is the hardest, not the average one"))
+                 "fails on some contexts: the first step's tilt is the hardest, not the average one",
+                 "some context's least per-step acceptance is below exp(−1)"))
 
   figure3 = {float(eta_): {int(n): v for n, v in rows.items()} for eta_, rows in results["figure3"].items()}
   step_counts = list(next(iter(figure3.values())))
   for eta_, rows in figure3.items():
     n_max = step_counts[-1]
-    claims.append(Claim(f"Figure 3 (mixture, 8 candidates, η = {eta_:g}): acceptance per step rises with N",
+    claims.append(finding(f"Figure 3 (mixture, 8 candidates, η = {eta_:g}): acceptance per step rises with N",
                    f"one step {rows[1][0][0]:.3f}±{rows[1][0][1]:.3f}; {n_max} steps: least per-step "
                    f"{min(m for m, _ in rows[n_max]):.3f}",
-                   "holds" if min(m for m, _ in rows[n_max]) > rows[1][0][0] else "fails"))
+                   "holds" if min(m for m, _ in rows[n_max]) > rows[1][0][0] else "fails",
+                   f"the least per-step acceptance with {n_max} steps is not above the one-step acceptance"))
 
-  table, p = results["pseudo_labelling"]["methods"], results["pseudo_labelling"]
-  method_seeds, dpo_steps = p["seeds"], p["dpo_steps"]
-  claims.append(Claim(f"pseudo-labelling, {N_OFF} human pairs from π0, η = 0.1, tabular policies: suboptimality "
-                 f"(mean ± s.e., {method_seeds} seeds, {dpo_steps} Adam steps per training)",
-                 "; ".join(f"{label} {fmt(table[name]['subopt'])}" for name, label in METHODS.items()), "measured"))
-  verdict = sign_verdict
-  claims.append(Claim("RSO outperforms DPO (Liu et al. 2023; Appendix E.2)", f"paired RSO − DPO {fmt(p['rso_minus_dpo'])}",
-                 verdict(p["rso_minus_dpo"], "holds", "fails")))
-  claims.append(Claim("SFT on preferred is the weaker baseline (Appendix E.2)", f"paired SFT − DPO {fmt(p['sft_minus_dpo'])}",
-                 verdict(p["sft_minus_dpo"], "SFT beats DPO here", "DPO beats SFT")))
-  claims.append(Claim("multi-step RSO improves on RSO (Table 1, Appendix E.2)",
-                 f"paired multi-step (path coefs) − RSO {fmt(p['multistep_minus_rso'])}; "
-                 f"Table 8's coef 3 − RSO {fmt(p['multistep3_minus_rso'])}",
-                 verdict(p["multistep_minus_rso"], "holds", "fails: RSO is better here")))
+  p = results["pseudo_labelling"]
+  fixed, selected, lengths = p["fixed"], p["selected"], p["lengths"]
+  setting = f"pseudo-labelling, {N_OFF} human pairs from π0, η = 0.1, tabular policies, {p['seeds']} seeds"
+  claims.append(measurement(f"{setting}: suboptimality, each trained method selected over {lengths} Adam steps by "
+                            f"{p['validation_draws']} validation draws of the gold reward (equal selection)",
+                            "; ".join(f"{label} {fmt(selected['methods'][name]['subopt'])}"
+                                      for name, label in METHODS.items())
+                            + "; lengths chosen (count per length): "
+                            + ", ".join(f"{k} {v}" for k, v in selected["length_share"].items())))
+  claims.append(measurement(f"{setting}: suboptimality after a fixed {fixed['steps']} steps (no selection)",
+                            "; ".join(f"{label} {fmt(fixed['methods'][name]['subopt'])}" for name, label in METHODS.items())))
+  both = lambda key: f"selected {fmt(selected[key])}; fixed {fixed['steps']} steps {fmt(fixed[key])}"
+  claims.append(finding("RSO outperforms DPO (Liu et al. 2023; Appendix E.2), both selected", f"paired RSO − DPO: {both('rso_minus_dpo')}",
+                        sign_verdict(selected["rso_minus_dpo"], "holds", "fails"),
+                        "RSO − DPO (both selected) is not significantly negative"))
+  claims.append(finding("SFT on preferred is the weaker baseline (Appendix E.2), both selected",
+                        f"paired SFT − DPO: {both('sft_minus_dpo')}",
+                        sign_verdict(selected["sft_minus_dpo"], "SFT beats DPO here", "DPO beats SFT"),
+                        "SFT − DPO (both selected) is not significantly positive"))
+  claims.append(finding("multi-step RSO improves on RSO (Table 1, Appendix E.2), both selected",
+                        f"paired multi-step (path coefs) − RSO: {both('multistep_minus_rso')}; Table 8's coef 3 − RSO: "
+                        f"{both('multistep_3_minus_rso')}",
+                        sign_verdict(selected["multistep_minus_rso"], "holds", "fails: RSO is better here"),
+                        "multi-step − RSO (both selected) is not significantly negative"))
 
   gap = results["sampling_gap"]
   candidate_counts, floor = gap["candidates"], gap["tv_floor"]
@@ -274,25 +323,27 @@ def claims(results):
     verdict = ("the exact path closes the gap" if closer("path_exact") else "the exact path does not close it") + (
         "; so does the trained path" if closer("path_trained") else
         "; the trained step-2 policy is itself far from π0e^(r/0.3), so its last step is not closer")
-    claims.append(Claim(f"Appendix E.2: with {k} candidates, 2 accepted, accepted samples are far from π_r (η = 0.1) in "
+    claims.append(finding(f"Appendix E.2: with {k} candidates, 2 accepted, accepted samples are far from π_r (η = 0.1) in "
                    "one step; the path's last step is closer (TV, mean ± s.e.)",
                    f"one step {fmt(tv['one_step'], 3)}; last step from exact π0e^(r/0.3) {fmt(tv['path_exact'], 3)}; "
                    f"from the trained step-2 policy {fmt(tv['path_trained'], 3)}; Table 8's RSO (coef 0.5) "
                    f"{fmt(tv['rso_table8'], 3)}; noise floor {floor:.3f}",
-                   verdict))
-  claims.append(Claim("exact acceptance of one draw: one step vs the path's last step",
+                   verdict, "the exact path's last-step TV interval overlaps or lies above the one-step one"))
+  claims.append(measurement("exact acceptance of one draw: one step vs the path's last step",
                  f"{gap['acceptance_one_step']:.2e} vs {gap['acceptance_path_exact']:.3f} "
-                 f"(trained proposal {gap['acceptance_path_trained']:.3f})", "measured"))
+                 f"(trained proposal {gap['acceptance_path_trained']:.3f})"))
 
   bon = results["best_of_n"]
   last = bon["rows"][-1]
-  claims.append(Claim("Section 5.2: KL(best-of-n ‖ π) ≤ log n − (n−1)/n",
+  claims.append(sanity_check("Section 5.2: KL(best-of-n ‖ π) ≤ log n − (n−1)/n",
                  f"max KL / bound at n = {last['n']}: {last['max_kl']:.3f} / {last['bound']:.3f}; mean KL "
-                 f"{last['mean_kl']:.3f}", "holds" if bon["bound_holds"] else "fails"))
-  claims.append(Claim("best-of-n vs the Gibbs policy at the same KL (reward gain over π)",
+                 f"{last['mean_kl']:.3f}", "holds" if bon["bound_holds"] else "fails",
+                 "a theorem (Beirami et al. 2024) for the exact best-of-n law"))
+  claims.append(sanity_check("best-of-n vs the Gibbs policy at the same KL (reward gain over π)",
                  "; ".join(f"n={r['n']}: {r['mean_gain']:.3f} vs {r['mean_gibbs_gain']:.3f}" for r in bon["rows"][1::2]),
                  "Gibbs gains at least as much on every context and n" if min(
-                     r["gibbs_at_least_bon"] for r in bon["rows"]) == 1 else "best-of-n wins somewhere"))
+                     r["gibbs_at_least_bon"] for r in bon["rows"]) == 1 else "best-of-n wins somewhere",
+                 "Lemma G.6: the Gibbs policy maximizes reward at any fixed KL"))
 
   return claims
 
@@ -301,7 +352,7 @@ def figures(results, arrays):
   """Figure 3 (mixture), TV against candidates, reward-KL of the methods, best-of-n."""
   plt = pyplot()
   figure3 = {float(eta_): {int(n): v for n, v in rows.items()} for eta_, rows in results["figure3"].items()}
-  gap, table, bon = results["sampling_gap"], results["pseudo_labelling"]["methods"], results["best_of_n"]
+  gap, table, bon = results["sampling_gap"], results["pseudo_labelling"]["selected"]["methods"], results["best_of_n"]
   candidate_counts, floor = gap["candidates"], gap["tv_floor"]
   fig, axes = plt.subplots(1, 4, figsize=(20, 4))
   for ax, (eta_, rows) in zip(axes[:2], figure3.items()):
@@ -323,7 +374,7 @@ def figures(results, arrays):
     axes[3].scatter(table[name]["kl"], table[name]["reward"], label=label)
   axes[3].set_xlabel("KL(π ‖ π0)")
   axes[3].set_ylabel("E r*")
-  axes[3].set_title("pseudo-labelling: reward vs KL")
+  axes[3].set_title("pseudo-labelling: reward vs KL (selected length)")
   axes[3].legend(fontsize=7)
   fig2, ax = plt.subplots(1, 2, figsize=(10, 4))
   ns_ = [r["n"] for r in bon["rows"]]

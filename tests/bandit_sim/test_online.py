@@ -12,7 +12,7 @@ import bandit_sim as b
 import gshf_jax as g
 from bandit_sim import offline, online
 
-T, M, N_OFF, RUNS = 3, 8, 30, 256
+T, M, N_OFF, RUNS = 3, 8, 30, 64
 
 
 @pytest.fixture(scope="module")

@@ -121,6 +121,44 @@ def test_head_to_head_counts_table_4_score():
   assert result["score"] == 0.5 and result["score_se"] == pytest.approx(np.std([1, 0.5, 0, 0.5], ddof=1) / 2)
 
 
+@pytest.mark.parametrize("temperature,top_k,top_p", [(0.05, 0, 0.6), (0.1, 4, 1.0)])
+def test_the_sample_command_draws_from_the_exact_truncated_tempered_distribution(assets, tmp_path, temperature,
+                                                                                 top_k, top_p):
+  """One prompt, 1500 one-token responses from `sample`, against transformers' next-token logits passed
+  through temperature, top-k and top-p by hand: a chi-square test on the kept tokens, none outside them."""
+  import torch
+  import transformers
+  from scipy import stats
+  from test_models import numpy_filter
+
+  prompt = "the food"
+  prompts = tiny.write_jsonl(str(tmp_path / "one.jsonl"), [{"prompt": prompt}])
+  overrides = tiny.overrides(assets, tmp_path, **{"sample.prompts": prompts, "sample.num_samples": 1500,
+                                                  "sample.max_new_tokens": 1, "sample.temperature": temperature,
+                                                  "sample.top_k": top_k, "sample.top_p": top_p,
+                                                  "sample.batch_size": 1})
+  summary = cli.run_sample(C.load_config("sample", None, overrides))
+  (row,) = [json.loads(line) for line in open(summary["output"])]
+  tokenizer = tok.load_tokenizer(assets["policy"])
+  model = transformers.AutoModelForCausalLM.from_pretrained(assets["policy"], dtype=torch.float32)
+  with torch.no_grad():
+    logits = model(torch.tensor([tok.prompt_ids(tokenizer, prompt)])).logits[0, -1].double().numpy()
+  target = np.exp(numpy_filter(logits, temperature, top_k, top_p))
+  target /= target.sum()
+  assert 1 < np.count_nonzero(target) <= 12  # a real truncation that keeps several tokens
+  texts = [tokenizer.decode([i], skip_special_tokens=True) for i in range(len(target))]
+  expected = {}
+  for text, p in zip(texts, target):
+    expected[text] = expected.get(text, 0.0) + p
+  counts = {text: 0 for text in expected}
+  for response in row["responses"]:
+    counts[response] += 1
+  kept = [text for text, p in expected.items() if p > 0]
+  assert sum(counts[text] for text in expected if expected[text] == 0) == 0
+  observed = np.array([counts[t] for t in kept])
+  assert stats.chisquare(observed, 1500 * np.array([expected[t] for t in kept])).pvalue > 1e-3
+
+
 def test_sample_then_label_commands(assets, tmp_path):
   overrides = tiny.overrides(assets, tmp_path, **{"sample.prompts": assets["prompts"], "sample.num_samples": 3,
                                                   "sample.max_new_tokens": 5, "sample.batch_size": 4})

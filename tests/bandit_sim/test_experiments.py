@@ -1,0 +1,58 @@
+"""The experiments' statistics and equal-information baselines against independent computations."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats
+
+import bandit_sim as b
+import gshf_jax as g
+from bandit_sim import offline, online
+from bandit_sim.experiments import _common
+
+
+def holm_by_scipy(mean_ses, alpha=0.05, negative=True):
+  """Holm's step-down procedure on one-sided normal p-values, written from its definition."""
+  z = np.array([m / s for m, s in mean_ses])
+  p = stats.norm.cdf(z) if negative else stats.norm.sf(z)
+  order, k = np.argsort(p), len(p)
+  rejected = np.zeros(k, bool)
+  for rank, i in enumerate(order):
+    if p[i] > alpha / (k - rank):
+      break
+    rejected[i] = True
+  return rejected.tolist()
+
+
+def test_holm_keeps_the_family_wise_error_where_two_standard_errors_do_not():
+  four_at_2_2 = [(-2.2, 1.0)] * 4  # each p = 0.0139: below 0.05, above 0.05 / 4
+  assert all(_common.significantly_negative(d) for d in four_at_2_2)
+  assert _common.holm_significant(four_at_2_2) == [False] * 4
+  steps = [(-1.0, 1.0), (-3.0, 1.0), (-2.2, 1.0)]  # p 0.159, 0.00135 (< 0.05/3), 0.0139 (< 0.05/2)
+  assert _common.holm_significant(steps) == [False, True, True]
+  assert _common.holm_significant(steps, negative=False) == [False] * 3
+  rng = np.random.default_rng(0)
+  for _ in range(200):
+    family = [(float(m), float(s)) for m, s in zip(rng.normal(0, 3, 6), rng.uniform(0.5, 2, 6))]
+    for negative in (True, False):
+      assert _common.holm_significant(family, negative=negative) == holm_by_scipy(family, negative=negative)
+
+
+def test_equal_information_baseline_selects_by_the_shared_validation_and_ends_on_all_data():
+  env = b.make_linear_bandit(jax.random.key(0), num_contexts=4, num_actions=5, dim=3, bound=2.0, eta=0.5)
+  d_off = b.collect_preferences(jax.random.key(1), env, env.ref_logp, env.ref_logp, 10)
+  k_data, k_val = jax.random.key(2), jax.random.key(3)
+  T, m = 3, 8
+  selected, all_data, data = jax.jit(lambda kd, kv: _common.selected_offline_only(
+      kd, kv, env, env.ref_logp, d_off, T, m))(k_data, k_val)
+  # the policy on all the data is online.offline_only's on the same draws
+  logp, same = online.offline_only(k_data, env, num_queries=T * m, behaviour_logp=env.ref_logp, offline_data=d_off)
+  for u, v in zip(data, same):
+    np.testing.assert_array_equal(u, v)
+  np.testing.assert_allclose(all_data, b.suboptimality(env, logp), atol=1e-9)
+  # the selected one is the best of the T prefixes on the validation estimate Algorithm 2 uses
+  dphi = b.feature_differences(env, data)
+  prefixes = [offline.gibbs_class_logp(env, g.bt_mle(dphi, data.y, env.bound, jnp.arange(10 + T * m) < 10 + t * m))
+              for t in range(1, T + 1)]
+  values = [float(online.validation_value(k_val, env, lp, 1000)) for lp in prefixes]
+  np.testing.assert_allclose(selected, b.suboptimality(env, prefixes[int(np.argmax(values))]), atol=1e-9)
