@@ -65,6 +65,14 @@ MUTATIONS = [
      "pairs = rso_dataset(config, policy, [prompts[j] for j in share], config.pipeline.multistep_coefficient,",
      "pairs = rso_dataset(config, config.model.path, [prompts[j] for j in share], "
      "config.pipeline.multistep_coefficient,", [PIPELINES, "-k", "rso_pairs_prefer"]),
+    ("holm is bonferroni", "bandit_sim/experiments/_common.py", "if p[i] > alpha / (k - rank):",
+     "if p[i] > alpha / k:", ["tests/bandit_sim/test_experiments.py"]),
+    ("equal-information baseline selects the worst prefix", "bandit_sim/experiments/_common.py",
+     "return bandit.suboptimality(env, logps[jnp.argmax(values)]), bandit.suboptimality(env, logps[-1]), data",
+     "return bandit.suboptimality(env, logps[jnp.argmin(values)]), bandit.suboptimality(env, logps[-1]), data",
+     ["tests/bandit_sim/test_experiments.py"]),
+    ("sample command ignores temperature", "llm/preference/stages.py", "temperature=temperature, top_k=top_k,",
+     "temperature=1.0, top_k=top_k,", ["tests/llm/test_oracle_evaluate.py", "-k", "exact_truncated"]),
 ]
 
 

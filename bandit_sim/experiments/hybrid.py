@@ -15,6 +15,7 @@ import gshf_jax as g
 from bandit_sim import env as bandit
 from bandit_sim import offline, online
 from bandit_sim.experiments._common import (
+  DELTA,
   ENV,
   LAM,
   ONLINE_BETA,
@@ -36,9 +37,15 @@ def coverage_norm(env, data, z, lam, mask=None):
   return g.elliptical_norm(z, g.covariance(bandit.feature_differences(env, data), lam, mask))
 
 
-def hybrid_seed(key, enhancer, *, n_off, num_iterations, batch_size):
+def theorem_4_2_beta(T, dim=ENV["dim"], bound=ENV["bound"], delta=DELTA):
+  """Theorem 4.2's beta = sqrt(d log(T / delta) / gamma^2) with the O constant set to 1."""
+  return math.sqrt(dim * math.log(T / delta)) / float(g.gamma(bound))
+
+
+def hybrid_seed(key, enhancer, *, n_off, num_iterations, batch_size, theorem_beta):
   """Hybrid GSHF from D_off ~ (pi0, pi0) against spending the same queries offline; per-iteration reward
-  and KL of pi1_t; the coverage of (pi*, pi0) by D_off, by D_off + the online data, by D_off + offline."""
+  and KL of pi1_t; the coverage of (pi*, pi0) by D_off, by D_off + the online data, by D_off + offline;
+  both sides of Theorem 4.2's first bound at `theorem_beta` for each iterate."""
   k_env, k_off, k_run, k_base = jax.random.split(key, 4)
   env = bandit.make_linear_bandit(k_env, **ENV)
   d_off = bandit.collect_preferences(k_off, env, env.ref_logp, env.ref_logp, n_off)
@@ -57,7 +64,15 @@ def hybrid_seed(key, enhancer, *, n_off, num_iterations, batch_size):
   dphi = bandit.feature_differences(env, d_off)
   # c_dagger of Proposition D.1: the largest c with sum dphi dphi^T >= c n_off z z^T (pseudo-inverse).
   c_dagger = 1.0 / (n_off * z @ jnp.linalg.pinv(dphi.T @ dphi) @ z)
-  return dict(selected=result.suboptimality, final=result.history.main_suboptimality[-1],
+  # Theorem 4.2's first bound per iterate t (constants 1, the theorem's beta): J(pi*) - J(pi1_t) against
+  # beta ||z||_{Sigma^-1} on D_off + D_1..D_t + sqrt(d / (gamma^2 m)) - eta E KL(pi1_t || pi*).
+  n = jnp.arange(result.data.y.shape[0])
+  norms = jax.vmap(lambda t: coverage_norm(env, result.data, z, LAM, n < n_off + t * batch_size))(
+      jnp.arange(1, num_iterations + 1))
+  gamma = g.gamma(env.bound)
+  bound = (theorem_beta * norms + jnp.sqrt(ENV["dim"] / (gamma ** 2 * batch_size))
+           - env.eta * jax.vmap(lambda lp: env.context_probs @ g.kl(lp, star))(main))
+  return dict(theorem_4_2_lhs=result.history.main_suboptimality, theorem_4_2_rhs=bound,selected=result.suboptimality, final=result.history.main_suboptimality[-1],
               all_data=bandit.suboptimality(env, all_data), offline_same_budget_selected=base_selected,
               offline_same_budget_all_data=base_all_data, offline_only_d_off=result.history.main_suboptimality[0],
               reward=reward, kl=kl, value=jax.vmap(lambda lp: bandit.value(env, lp))(main),
@@ -72,7 +87,8 @@ def compute(key, *, seeds, quick, progress):
   # Appendix H: 25K offline pairs (HH-RLHF) then 3 online iterations of ~17K: n_off : mT ~ 1 : 2.
   n_off, T, m = (50, 3, 30) if quick else (100, 3, 64)
   results = {"env": ENV, "lam": LAM, "beta": ONLINE_BETA, "n_off": n_off, "iterations": T, "batch_size": m}
-  run = per_seed(lambda k, e: hybrid_seed(k, e, n_off=n_off, num_iterations=T, batch_size=m))
+  theorem_beta = theorem_4_2_beta(T)
+  run = per_seed(lambda k, e: hybrid_seed(k, e, n_off=n_off, num_iterations=T, batch_size=m, theorem_beta=theorem_beta))
   keys = jax.random.split(key, seeds)
   out = {}
   for name in ("reference", "uncertainty"):
@@ -90,6 +106,10 @@ def compute(key, *, seeds, quick, progress):
                                      for output in ("all_data", "selected")}
   results["validation_draws"] = T * 1000
   results["coverage_hybrid_minus_offline"] = paired(hybrid["coverage_hybrid"], hybrid["coverage_offline_budget"])
+  lhs, rhs = hybrid["theorem_4_2_lhs"], hybrid["theorem_4_2_rhs"]  # [seeds, T]
+  results["theorem_4_2_bound"] = {"beta": theorem_4_2_beta(T), "holds": float(np.mean((lhs <= rhs).any(1))),
+                                  "median_lhs_over_rhs": float(np.median((lhs / rhs).min(1))),
+                                  "median_rhs": float(np.median(rhs)), "median_lhs": float(np.median(lhs))}
   # Figure 2 analogue: does each iteration's (KL, reward) dominate the previous one?
   reward, kl, value = hybrid["reward"], hybrid["kl"], hybrid["value"]
   dominates = (reward[:, 1:] >= reward[:, :-1]) & (kl[:, 1:] <= kl[:, :-1])
@@ -142,6 +162,13 @@ def claims(results):
                             f"{cov['alpha_assumption_4_1_median']:.2f}",
                             "not a test: α depends on the arbitrary constant C_cov = 1, and c† drops the B²I term of "
                             "Σ (it is finite where the proposition's is 0)"))
+  b = results["theorem_4_2_bound"]
+  claims.append(finding(f"Theorem 4.2's first bound (Option I, constants 1, β = {b['beta']:.1f}): some π1_t has J(π*) − "
+                        "J(π1_t) ≤ β‖E[φ(π*) − φ(π0)]‖_{Σ⁻¹(D_off + D_1:t)} + √(d/(γ²m)) − η E KL(π1_t‖π*)",
+                        f"holds on {b['holds']:.0%} of seeds; median LHS {b['median_lhs']:.3f} against median RHS "
+                        f"{b['median_rhs']:.2f} (best iterate's LHS/RHS, median {b['median_lhs_over_rhs']:.1e})",
+                        "holds" if b["holds"] >= 1 - 3 * DELTA else f"fails on more than {3 * DELTA:.0%} of seeds",
+                        f"more than 3δ = {3 * DELTA:.0%} of seeds have no iterate within the bound"))
   diff = results["coverage_hybrid_minus_offline"]
   claims.append(finding("Section 4.3: online data cover (π*, π0) better: ‖E[φ(π*) − φ(π0)]‖_{Σ^{-1}} (smaller is better)",
                         f"D_off {fmt(coverage['off'])}; D_off + online {fmt(coverage['hybrid'])}; "
