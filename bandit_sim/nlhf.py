@@ -253,10 +253,14 @@ def solver_trajectory(ref_logp, pref, eta, *, solver, steps, step_size=None):
 
 
 def relative_uncertainty(env, logp, main_logp, cov, counts):
-  """sum_i ||E_{a1 ~ pi1_t, a2 ~ pi} psi(x_{t,i}, a1, a2)||_{Sigma_{t,m}^{-1}}, the analogue of Eq. (7)
-  without beta. By bilinearity the expected pair feature is psi(phi(x, pi1_t), phi(x, pi))."""
-  mean = pair_features(bandit.expected_features(env, main_logp), bandit.expected_features(env, logp))
-  return counts @ g.elliptical_norm(mean, cov)
+  """sum_i E_{a1 ~ pi1_t, a2 ~ pi} ||psi(x_{t,i}, a1, a2)||_{Sigma_{t,m}^{-1}}, the analogue of Eq. (7)
+  without beta for the sigmoid link: sigma is 1/4-Lipschitz, so for every theta with ||theta - theta_hat||_Sigma
+  <= beta, |E P_theta(x, pi1_t, pi) - E P_theta_hat(x, pi1_t, pi)| <= beta / 4 * E ||psi||_{Sigma^-1} (a bound
+  the norm of the expected feature is not). It is positive at pi = pi1_t, whose pairs are informative,
+  while ||E psi||, antisymmetric, vanishes there. The paper's own enhancer (a ratio over the class of P,
+  summarized in shared/reference) is not confirmed; this is the linear-class bound."""
+  norms = g.elliptical_norm(all_pair_features(env), cov)  # [X, K, K]
+  return counts @ jnp.einsum("xa,xb,xab->x", jnp.exp(main_logp), jnp.exp(logp), norms)
 
 
 def uncertainty_enhancer(key, env, main_logp, cov, counts, beta, *, steps=100, starts=2,
@@ -265,9 +269,9 @@ def uncertainty_enhancer(key, env, main_logp, cov, counts, beta, *, steps=100, s
   Eq. (8), eta sum_i KL(pi(.|x_{t,i}) || pi1_t(.|x_{t,i})) <= beta * relative_uncertainty(pi).
 
   As bandit_sim.online.uncertainty_enhancer: for each Lagrange weight kappa, Adam ascends
-  Gamma - kappa * eta * KL in the logits from `starts` random perturbations of pi1_t (the objective is
-  flat at pi1_t itself); every iterate is checked against the constraint and the feasible one of largest
-  Gamma is returned (pi1_t, with Gamma = 0, if none beats it). A heuristic for a non-convex problem.
+  Gamma - kappa * eta * KL in the logits from `starts` random perturbations of pi1_t; every iterate is
+  checked against the constraint and the feasible one of largest Gamma is returned (pi1_t itself, feasible
+  with KL = 0, if none beats it). A heuristic: Gamma is linear in pi but the constraint set is not convex.
 
   Returns:
     bandit_sim.online.EnhancerResult with theta = the [X, K] log-probabilities of pi2_t.
@@ -276,10 +280,7 @@ def uncertainty_enhancer(key, env, main_logp, cov, counts, beta, *, steps=100, s
 
   def measure(logits):
     logp = jax.nn.log_softmax(logits, axis=-1)
-    mean = pair_features(bandit.expected_features(env, main_logp), bandit.expected_features(env, logp))
-    gam = beta * (counts @ optax.safe_norm(jnp.linalg.solve(jnp.linalg.cholesky(cov), mean.T).T, 0.0,
-                                           axis=-1))
-    return gam, online.batch_kl(env, logp, main_logp, counts)
+    return beta * relative_uncertainty(env, logp, main_logp, cov, counts), online.batch_kl(env, logp, main_logp, counts)
 
   opt = optax.adam(optax.cosine_decay_schedule(0.3, steps, alpha=0.01))
 
@@ -294,7 +295,7 @@ def uncertainty_enhancer(key, env, main_logp, cov, counts, beta, *, steps=100, s
       better = (kl <= gam) & (gam > best_value)
       return (logits, state, jnp.where(better, logits, best), jnp.where(better, gam, best_value)), None
 
-    init = (logits0, opt.init(logits0), main_logp, jnp.zeros((), main_logp.dtype))
+    init = (logits0, opt.init(logits0), main_logp, measure(main_logp)[0])  # pi1_t itself is feasible (KL 0)
     (_, _, best, best_value), _ = jax.lax.scan(step, init, None, length=steps)
     return best, best_value
 

@@ -181,18 +181,28 @@ def test_solver_update_rules_against_numpy(env):
     nlhf.solver_trajectory(env.ref_logp, pref, eta, solver="fictitious_play", steps=3)
 
 
-def test_expected_pair_feature_is_bilinear(env):
+def test_relative_uncertainty_is_the_expected_pair_norm_and_bounds_the_preference_error(env):
   rng = np.random.default_rng(1)
   p1, p2 = (rng.dirichlet(np.ones(6), size=5) for _ in range(2))
   cov = np.eye(6) + 0.1 * np.ones((6, 6))
   counts = np.array([1.0, 0.0, 2.0, 0.0, 3.0])
   phi = np.asarray(env.features)
-  expected = 0.0
-  for c in range(5):
-    mean = sum(p1[c, a] * p2[c, b] * numpy_pair_feature(phi[c, a], phi[c, b]) for a in range(6) for b in range(6))
-    expected += counts[c] * np.sqrt(mean @ np.linalg.solve(cov, mean))
+  norm = lambda v: np.sqrt(v @ np.linalg.solve(cov, v))
+  per_context = np.array([sum(p1[c, a] * p2[c, b] * norm(numpy_pair_feature(phi[c, a], phi[c, b]))
+                              for a in range(6) for b in range(6)) for c in range(5)])
   value = nlhf.relative_uncertainty(env, np.log(p2), np.log(p1), cov, counts)
-  assert float(value) == pytest.approx(expected, rel=1e-10)
+  assert float(value) == pytest.approx(counts @ per_context, rel=1e-10)
+  # pairs of the main agent with itself are informative: positive, though E psi = 0 there
+  assert float(nlhf.relative_uncertainty(env, np.log(p1), np.log(p1), cov, counts)) > 0.1
+  # the sigmoid link's error on (pi1, pi2) is at most beta / 4 times it, for every theta in the ellipsoid
+  theta_hat, beta = rng.normal(size=6) * 0.3, 0.7
+  chol = np.linalg.cholesky(np.linalg.inv(cov))
+  psi = np.array([[[numpy_pair_feature(phi[c, a], phi[c, b]) for b in range(6)] for a in range(6)] for c in range(5)])
+  expected_p = lambda theta: np.einsum("ca,cb,cab->c", p1, p2, 1 / (1 + np.exp(-psi @ theta)))
+  for _ in range(200):
+    u = rng.normal(size=6)
+    theta = theta_hat + beta * chol @ (u / np.linalg.norm(u)) * rng.uniform() ** (1 / 6)  # ||.||_Sigma <= beta
+    assert np.all(np.abs(expected_p(theta) - expected_p(theta_hat)) <= beta / 4 * per_context + 1e-12)
 
 
 @pytest.fixture(scope="module")
