@@ -124,7 +124,7 @@ def claims(results):
         claims.append(finding(claim, measured, verdict, "every start puts the same mass on Ω_x"))
   claims.append(sanity_check("every start reaches the closed-form minimum of the population loss (Lemma E.1)",
                              f"max loss gap {results['max_loss_gap']:.1e}", "certified" if gap_ok else "NOT reached",
-                             "the minimum is known in closed form; guards the L-BFGS solve"))
+                             "the minimum is known in closed form, and L-BFGS reaches it"))
   lin = results["misses_pi_star/linear_II_subopt"], results["misses_pi_star/linear_II_uncovered_mass"]
   claims.append(measurement("linear Gibbs class, same population data missing π*'s top 2",
                             f"plug-in = π* (θ identified through φ); Option II (β = {PESSIMISM:g}, ν = E φ(π0)) "

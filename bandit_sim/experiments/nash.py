@@ -215,8 +215,7 @@ def claims(results):
                    f"against RLHF; suboptimality in the reward objective J of r = ⟨w*, φ⟩: NLHF "
                    f"{fmt(rv['nlhf_reward_suboptimality'])}, RLHF {fmt(rv['rlhf_reward_suboptimality'])}",
                    sign_verdict(d, "NLHF better", "RLHF better", "no difference"),
-                   "the RLHF policy's duality gap is not significantly larger than NLHF's"
-                   if a else "the BT case shows a significant difference (the two agree there in population)"))
+                   "the RLHF policy's duality gap is not significantly larger than NLHF's"))
 
   return claims
 

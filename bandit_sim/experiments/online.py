@@ -220,6 +220,12 @@ OUTPUTS = {"all_data": "no selection: the Gibbs policy of the MLE on all the met
            "selected": "Algorithm 2's selection for every method: the best of its T iterates on the same validation draws"}
 
 
+def offline_verdict(worse):
+  """Whether Theorem 4.4's point survives: Option II significantly better than both offline-only baselines."""
+  missing = [NAMES[k] for k in ("offline_same_behaviour", "offline_pi0") if NAMES[k] not in worse]
+  return f"NOT supported against {', '.join(missing)}" if missing else "supported against both offline baselines"
+
+
 def claims(results):
   seeds, n_off, T, m = results["seeds"], results["n_off"], results["iterations"], results["batch_size"]
   rows = results["equal_budget"]
@@ -236,7 +242,8 @@ def claims(results):
                           f"equal information ({label}; paired)",
                           "; ".join(f"{n} − Option II {fmt(v)}" for n, v in zip(names, diffs.values())),
                           f"Option II significantly better than: {', '.join(worse) or 'none'}; worse than: "
-                          f"{', '.join(better) or 'none'} (Holm over {len(names)} comparisons)",
+                          f"{', '.join(better) or 'none'} (Holm over {len(names)} comparisons); "
+                          + offline_verdict(worse),
                           "Option II is not significantly better than the offline-only baselines"))
   last = {k: v["last"] for k, v in rows.items() if "last" in v}
   claims.append(measurement("The last iterate π1_T (no selection, trained without the last batch)",
