@@ -176,6 +176,15 @@ def confidence_radius(dim, delta=DELTA, bound=ENV["bound"], lam=LAM, **kwargs) -
   return float(g.confidence_radius(dim, delta, bound, lam, **kwargs))
 
 
+def theory_parameters(T, m=1, dim=ENV["dim"], bound=ENV["bound"], delta=DELTA) -> dict:
+  """The radius and ridge the theorems prescribe, their O / Theta / Omega constants set to 1:
+  beta = sqrt(d log(T/delta) / (gamma^2 m)) and lambda = d log(T/delta) / (m gamma^2 B^2), gamma of
+  Assumption 2.1 (Theorem 4.4 with batch m; Theorems 4.2, B.1 and D.2 with m = 1)."""
+  gamma = float(g.gamma(bound))
+  log_term = dim * math.log(T / delta)
+  return {"beta": math.sqrt(log_term / (gamma ** 2 * m)), "lam": log_term / (m * gamma ** 2 * bound ** 2), "gamma": gamma}
+
+
 def pyplot():
   """matplotlib.pyplot on the non-interactive Agg backend (experiments only write PNG files)."""
   import matplotlib

@@ -17,6 +17,7 @@ from bandit_sim import offline, online
 from bandit_sim.experiments._common import (
   DELTA,
   ENV,
+  FAST_ENHANCER,
   LAM,
   ONLINE_BETA,
   finding,
@@ -29,17 +30,13 @@ from bandit_sim.experiments._common import (
   pyplot,
   selected_offline_only,
   sign_verdict,
+  theory_parameters,
 )
 
 
 def coverage_norm(env, data, z, lam, mask=None):
   """||z||_{Sigma^{-1}} with Sigma = lam I + sum dphi dphi^T over `data` (Assumption 4.1's quantity)."""
   return g.elliptical_norm(z, g.covariance(bandit.feature_differences(env, data), lam, mask))
-
-
-def theorem_4_2_beta(T, dim=ENV["dim"], bound=ENV["bound"], delta=DELTA):
-  """Theorem 4.2's beta = sqrt(d log(T / delta) / gamma^2) with the O constant set to 1."""
-  return math.sqrt(dim * math.log(T / delta)) / float(g.gamma(bound))
 
 
 def hybrid_seed(key, enhancer, *, n_off, num_iterations, batch_size, theorem_beta):
@@ -82,12 +79,31 @@ def hybrid_seed(key, enhancer, *, n_off, num_iterations, batch_size, theorem_bet
               optimal_kl=env.context_probs @ g.kl(star, env.ref_logp))
 
 
+def theorem_d_2_seed(key, *, n_off, num_iterations, beta, lam):
+  """Sequential hybrid Algorithm 2 (Option II, m = 1, D_off of n_off pairs from pi0) at Theorem D.2's beta and
+  lambda; returns (sum_t J(pi*) - J(pi1_t), the bound, its coverage term, its elliptical-potential term).
+  The coverage term beta T^alpha C_cov is taken at the tightest (alpha, C_cov) of Assumption 4.1 (m = 1):
+  with (T)^(1 - alpha) ||z||_{Sigma_off^-1} = C_cov it is beta T ||z||_{Sigma_off^-1}, z = E[phi(pi*) - phi(pi0)]."""
+  k_env, k_off, k_run = jax.random.split(key, 3)
+  env = bandit.make_linear_bandit(k_env, **ENV)
+  d_off = bandit.collect_preferences(k_off, env, env.ref_logp, env.ref_logp, n_off)
+  h = online.online_gshf(k_run, env, option="II", num_iterations=num_iterations, batch_size=1, beta=beta, lam=lam,
+                         offline_data=d_off, num_validation=1, **FAST_ENHANCER).history
+  star = bandit.optimal_logp(env)
+  z = env.context_probs @ (bandit.expected_features(env, star) - bandit.expected_features(env, env.ref_logp))
+  T, d = num_iterations, ENV["dim"]
+  coverage = beta * T * coverage_norm(env, d_off, z, lam)
+  potential = beta * math.sqrt(6 * T * d * math.log(1 + T / (d * lam)))
+  kl = jnp.sum(jax.vmap(lambda lp: env.context_probs @ g.kl(lp, star))(h.main_logp))
+  return jnp.sum(h.main_suboptimality), coverage + potential - env.eta * kl, coverage, potential
+
+
 def compute(key, *, seeds, quick, progress):
   """Hybrid GSHF against the same budget offline; returns (results, arrays) (all in results)."""
   # Appendix H: 25K offline pairs (HH-RLHF) then 3 online iterations of ~17K: n_off : mT ~ 1 : 2.
   n_off, T, m = (50, 3, 30) if quick else (100, 3, 64)
   results = {"env": ENV, "lam": LAM, "beta": ONLINE_BETA, "n_off": n_off, "iterations": T, "batch_size": m}
-  theorem_beta = theorem_4_2_beta(T)
+  theorem_beta = theory_parameters(T)["beta"]
   run = per_seed(lambda k, e: hybrid_seed(k, e, n_off=n_off, num_iterations=T, batch_size=m, theorem_beta=theorem_beta))
   keys = jax.random.split(key, seeds)
   out = {}
@@ -107,7 +123,7 @@ def compute(key, *, seeds, quick, progress):
   results["validation_draws"] = T * 1000
   results["coverage_hybrid_minus_offline"] = paired(hybrid["coverage_hybrid"], hybrid["coverage_offline_budget"])
   lhs, rhs = hybrid["theorem_4_2_lhs"], hybrid["theorem_4_2_rhs"]  # [seeds, T]
-  results["theorem_4_2_bound"] = {"beta": theorem_4_2_beta(T), "holds": float(np.mean((lhs <= rhs).any(1))),
+  results["theorem_4_2_bound"] = {"beta": theorem_beta, "holds": float(np.mean((lhs <= rhs).any(1))),
                                   "median_lhs_over_rhs": float(np.median((lhs / rhs).min(1))),
                                   "median_rhs": float(np.median(rhs)), "median_lhs": float(np.median(lhs))}
   # Figure 2 analogue: does each iteration's (KL, reward) dominate the previous one?
@@ -130,6 +146,18 @@ def compute(key, *, seeds, quick, progress):
                          "alpha_prop_d1_median": float(np.median(alpha_d1)),
                          "alpha_assumption_4_1_median": float(np.median(alpha_direct)),
                          "norm_z": {k: v for k, v in coverage.items()}}
+  # Theorem D.2: sequential hybrid (m = 1) at its own beta and lambda, n_off ~ T (alpha ~ 1/2).
+  progress("hybrid: Theorem D.2 (sequential, m = 1)")
+  T_seq = 16 if quick else 64
+  theory = theory_parameters(T_seq)
+  run = per_seed(lambda k: theorem_d_2_seed(k, n_off=T_seq, num_iterations=T_seq, beta=theory["beta"],
+                                           lam=theory["lam"]))
+  regret, bound, coverage, potential = map_seeds(run, jax.random.split(jax.random.fold_in(key, 1), min(seeds, 50)))
+  results["theorem_d_2"] = {**theory, "iterations": T_seq, "n_off": T_seq, "seeds": int(regret.size),
+                            "holds": float(np.mean(regret <= bound)), "mean_regret": float(regret.mean()),
+                            "mean_bound": float(bound.mean()), "mean_coverage_term": float(coverage.mean()),
+                            "potential_term": float(potential.mean()),
+                            "median_regret_over_bound": float(np.median(regret / bound))}
   return results, {}
 
 
@@ -169,6 +197,16 @@ def claims(results):
                         f"{b['median_rhs']:.2f} (best iterate's LHS/RHS, median {b['median_lhs_over_rhs']:.1e})",
                         "holds" if b["holds"] >= 1 - 3 * DELTA else f"fails on more than {3 * DELTA:.0%} of seeds",
                         f"more than 3δ = {3 * DELTA:.0%} of seeds have no iterate within the bound"))
+  r = results["theorem_d_2"]
+  claims.append(finding(f"Theorem D.2 (sequential hybrid, Option II, m = 1, n_off = T = {r['iterations']}, its own λ = "
+                        f"{r['lam']:.0f} and β = {r['beta']:.1f}, constants 1): Σ_t J(π*) − J(π1_t) ≤ βT^α C_cov + "
+                        "β√(6Td log(1 + T/(dλ))) − η Σ_t E KL(π1_t‖π*)",
+                        f"holds on {r['holds']:.0%} of {r['seeds']} seeds; mean regret {r['mean_regret']:.2f} against the "
+                        f"bound's {r['mean_bound']:.1f} (coverage term {r['mean_coverage_term']:.1f} at the tightest "
+                        f"(α, C_cov), potential term {r['potential_term']:.1f}); median ratio "
+                        f"{r['median_regret_over_bound']:.3f}",
+                        "holds" if r["holds"] >= 1 - 2 * DELTA else f"fails on more than {2 * DELTA:.0%} of seeds",
+                        f"more than 2δ = {2 * DELTA:.0%} of seeds exceed the bound"))
   diff = results["coverage_hybrid_minus_offline"]
   claims.append(finding("Section 4.3: online data cover (π*, π0) better: ‖E[φ(π*) − φ(π0)]‖_{Σ^{-1}} (smaller is better)",
                         f"D_off {fmt(coverage['off'])}; D_off + online {fmt(coverage['hybrid'])}; "

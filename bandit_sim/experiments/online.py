@@ -37,6 +37,7 @@ from bandit_sim.experiments._common import (
   sanity_check,
   selected_offline_only,
   stack_trees,
+  theory_parameters,
 )
 
 
@@ -83,18 +84,15 @@ def from_scratch_seed(key, enhancer, *, dims, num_iterations, batch_size):
   return jax.vmap(run)(stacked)
 
 
-def theorem_4_4_settings(eps, dim=ENV["dim"], bound=ENV["bound"], delta=DELTA):
-  """Theorem 4.4's prescribed parameters for accuracy eps, with every O / Theta constant set to 1:
-  m = d / (gamma^2 eps^2), T = min{n >= 2 : n >= d log n}, beta = sqrt(d log(T/delta) / (gamma^2 m)),
-  lambda = d log(T/delta) / (m gamma^2 B^2) (gamma of Assumption 2.1). The theorem's literal minimum over
-  n >= 1 is n = 1 (log 1 = 0), a single iterate pi1_1 = pi0 trained on nothing; n >= 2 is the reading that
-  makes T = O~(d) iterations (T = 9 for d = 4)."""
-  gamma = float(g.gamma(bound))
+def theorem_4_4_settings(eps, dim=ENV["dim"]):
+  """Theorem 4.4's prescribed parameters for accuracy eps (constants 1): m = d / (gamma^2 eps^2),
+  T = min{n >= 2 : n >= d log n}, and theory_parameters(T, m). The theorem's literal minimum over n >= 1 is
+  n = 1 (log 1 = 0), a single iterate pi1_1 = pi0 trained on nothing; n >= 2 is the reading that makes
+  T = O~(d) iterations (T = 9 for d = 4)."""
+  gamma = theory_parameters(1)["gamma"]
   m = math.ceil(dim / (gamma ** 2 * eps ** 2))
   T = next(n for n in range(2, 10 ** 6) if n >= dim * math.log(n))
-  log_term = dim * math.log(T / delta)
-  return dict(eps=eps, batch_size=m, iterations=T, beta=math.sqrt(log_term / (gamma ** 2 * m)),
-              lam=log_term / (m * gamma ** 2 * bound ** 2), gamma=gamma)
+  return dict(eps=eps, batch_size=m, iterations=T, **theory_parameters(T, m))
 
 
 def theorem_4_4_seed(key, *, batch_size, iterations, beta, lam):

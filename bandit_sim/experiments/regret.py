@@ -26,6 +26,7 @@ from bandit_sim.experiments._common import (
   map_seeds,
   per_seed,
   pyplot,
+  theory_parameters,
 )
 
 NAMES = ("uncertainty", "reference", "random_pairs")
@@ -43,13 +44,6 @@ def sequential_seed(key, enhancer, *, num_iterations, beta=ONLINE_BETA, lam=LAM)
   star = bandit.optimal_logp(env)
   kl = jax.vmap(lambda lp: env.context_probs @ g.kl(star, lp))(result.history.main_logp)
   return (*online.regret(result.history), env.eta * jnp.cumsum(kl), bandit.suboptimality(env, env.ref_logp))
-
-
-def theorem_b_1_settings(T, dim=ENV["dim"], bound=ENV["bound"], delta=DELTA):
-  """Theorem B.1's lambda = d log(T/delta) / (gamma^2 B^2) and beta = sqrt(d log(T/delta) / gamma^2), the
-  Omega / O constants set to 1 (gamma of Assumption 2.1)."""
-  gamma, log_term = float(g.gamma(bound)), dim * math.log(T / delta)
-  return {"lam": log_term / (gamma ** 2 * bound ** 2), "beta": math.sqrt(log_term / gamma ** 2), "gamma": gamma}
 
 
 def compute(key, *, seeds, quick, progress):
@@ -74,7 +68,7 @@ def compute(key, *, seeds, quick, progress):
     curves[name] = reg.mean(0)
   # Theorem B.1 at its own lambda and beta (constants 1): Reg_ave(T) <= sqrt(T beta^2 d) - eta sum E KL.
   progress("regret: Option II at Theorem B.1's lambda and beta")
-  theory = theorem_b_1_settings(T)
+  theory = theory_parameters(T)
   theory_run = per_seed(lambda k: sequential_seed(k, online.ENHANCERS.index("uncertainty"), num_iterations=T,
                                                   beta=theory["beta"], lam=theory["lam"]))
   reg, reg_ave, kl_sum, pi0_gap = map_seeds(theory_run, keys)

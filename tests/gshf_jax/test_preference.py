@@ -113,8 +113,8 @@ def test_mle_float32_converges():
 
 
 def test_mle_error_shrinks_like_inverse_sqrt_n():
-  """Mean ||theta_MLE - theta*|| over 64 seeds at n = 250..16000: log-log slope close to -1/2."""
-  d, seeds, sizes = 3, 64, [250, 1000, 4000, 16000]
+  """Mean ||theta_MLE - theta*|| over 64 seeds at n = 250..4000: log-log slope close to -1/2."""
+  d, seeds, sizes = 3, 64, [250, 1000, 4000]
   theta_star = jnp.array([0.8, -0.5, 0.3])
 
   def error(key, ns):
