@@ -1,5 +1,6 @@
 """The `hybrid` experiment: hybrid GSHF (Theorem 4.2) with Appendix H's offline : online ratio scaled
-down, its reward-KL points per iteration (Figure 2's analogue), and Proposition D.1's alpha from data.
+down against the same budget offline with equal information, its reward-KL points per iteration (Figure 2's
+analogue), Proposition D.1's alpha from data, and the bounds of Theorem 4.2 and Theorem D.2 per seed.
 
 Every multi-seed measurement is one jitted, vmapped function over seeds (_common.map_seeds). Nothing is
 asserted; everything measured is reported.

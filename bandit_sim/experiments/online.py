@@ -1,6 +1,8 @@
 """The `online` experiment: Algorithm 2 on the exact bandit (Section 4, Theorem 4.4, Lemma 4.3) with
-offline data that never show pi*'s favourite actions: every enhancer at equal budget, Eq. (8), the
-validation step, Lemma 4.3, and the sample complexity from scratch.
+offline data that never show pi*'s favourite actions: every enhancer and the offline-only baselines at
+equal budget and equal information (each selected on the same validation draws, and each from all its
+data), Eq. (8), the validation step, Lemma 4.3, Theorem 4.4 at its own parameters, and the sample
+complexity from scratch.
 
 Every multi-seed measurement is one jitted, vmapped function over seeds (chunked, _common.map_seeds);
 the enhancer is a traced index into online.ENHANCERS, so one compilation serves every enhancer. Nothing

@@ -1,5 +1,6 @@
 """The `regret` experiment: Theorem B.1's sequential (m = 1) regret of Algorithm 2 against T, with
-log-log slopes and bootstrap intervals, for Option II, Option I and random pairs.
+log-log slopes and bootstrap intervals, for Option II, Option I and random pairs, and both sides of its
+bound at the theorem's own lambda and beta.
 
 Every multi-seed measurement is one jitted, vmapped function over seeds (_common.map_seeds). Nothing is
 asserted; everything measured is reported.

@@ -1,5 +1,6 @@
 """The `rejection` experiment: Figure 3 and Appendix E.2 (rejection sampling and multi-step RSO), offline
-pseudo-labelling (SFT, DPO, RSO, multi-step RSO), and best-of-n (Section 5.2).
+pseudo-labelling (SFT, DPO, RSO, multi-step RSO, each selected over training lengths on the same validation
+draws), and best-of-n (Section 5.2).
 
 Nothing is asserted; everything measured is reported, including where it disagrees with the paper.
 """
