@@ -72,12 +72,12 @@ def compute(key, *, seeds, quick, progress):
   theory = theory_parameters(T)
   theory_run = per_seed(lambda k: sequential_seed(k, online.ENHANCERS.index("uncertainty"), num_iterations=T,
                                                   beta=theory["beta"], lam=theory["lam"]))
-  reg, reg_ave, kl_sum, pi0_gap = map_seeds(theory_run, keys)
+  reg, reg_ave, kl_sum, pi0_gap = map_seeds(theory_run, keys[:50])  # 50 seeds: its enhancer runs are the slowest
   rhs = np.sqrt(T * theory["beta"] ** 2 * ENV["dim"]) - kl_sum[:, -1]
   results["theorem_b_1_regime"] = {
       **theory, "holds": float(np.mean(reg_ave[:, -1] <= rhs)), "median_lhs_over_rhs": float(np.median(reg_ave[:, -1] / rhs)),
       "mean_reg_ave": float(reg_ave[:, -1].mean()), "mean_rhs": float(rhs.mean()),
-      "mean_reg": float(reg[:, -1].mean()), "mean_pi0_suboptimality": float(pi0_gap.mean()), "slope": log_log_slope(horizons, reg[:, horizons - 1].T, rng)}
+      "mean_reg": float(reg[:, -1].mean()), "mean_pi0_suboptimality": float(pi0_gap.mean()), "seeds": len(reg), "slope": log_log_slope(horizons, reg[:, horizons - 1].T, rng)}
   return results, {"mean_regret": curves}
 
 
@@ -88,7 +88,7 @@ def claims(results):
   claims = [finding(f"Theorem B.1 at its own λ = {r['lam']:.0f} and β = {r['beta']:.1f} (constants 1, γ = {r['gamma']:.3f}): "
                     "Reg_ave(T) ≤ √(Tβ²d) − η Σ_t E KL(π*‖π1_t), Option II, m = 1",
                     f"Reg_ave({T}) {r['mean_reg_ave']:.2f} vs bound {r['mean_rhs']:.1f} (means); holds on {r['holds']:.0%} "
-                    f"of seeds, median LHS/RHS {r['median_lhs_over_rhs']:.3f}; the bound per step {r['mean_rhs'] / T:.2f} "
+                    f"of {r['seeds']} seeds, median LHS/RHS {r['median_lhs_over_rhs']:.3f}; the bound per step {r['mean_rhs'] / T:.2f} "
                     f"against J(π*) − J(π0) = {r['mean_pi0_suboptimality']:.2f}; Reg({T}) {r['mean_reg']:.2f}, slope "
                     f"{slope:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]",
                     ("holds" + (", vacuously: the bound per step exceeds π0's own suboptimality"
