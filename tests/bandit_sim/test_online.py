@@ -98,7 +98,7 @@ def test_option_two_enhancer_satisfies_eq_8_and_beats_the_main_agent(setup):
 
 def test_uncertainty_enhancer_against_scipy_multistart():
   rng = np.random.default_rng(0)
-  for seed, beta in ((0, 0.3), (1, 1.0), (2, 3.0)):
+  for seed, beta in ((0, 0.3), (2, 3.0)):
     k_env, k_data, k_ctx, k_enh = jax.random.split(jax.random.key(seed), 4)
     env = b.make_linear_bandit(k_env, num_contexts=6, num_actions=5, dim=3, bound=2.0, eta=0.5)
     data = b.collect_preferences(k_data, env, env.ref_logp, env.ref_logp, 30)
