@@ -185,6 +185,7 @@ class OnlineResult(NamedTuple):
   selected: jax.Array  # index t (0-based) of the output policy (Algorithm 2, step 10)
   logp: jax.Array  # [X, K] the output policy pi1_selected
   suboptimality: jax.Array  # J(pi*) - J(output)
+  all_data_logp: jax.Array  # [X, K] the Gibbs policy of the MLE on all of `data` (no selection)
 
 
 def enhancer_index(option, enhancer):
@@ -224,7 +225,7 @@ def _concat(a, b):
 
 def online_gshf(key, env, *, option=None, enhancer=None, num_iterations, batch_size, beta=1.0, lam=1.0,
                 offline_data=None, ref_logp=None, best_of_n=4, temperature=2.0, num_validation=1000,
-                enhancer_starts=4, enhancer_steps=100):
+                enhancer_starts=4, enhancer_steps=100, validation_key=None):
   """Algorithm 2 (online / hybrid iterative GSHF) for T = num_iterations batches of m = batch_size.
 
   Iteration t: theta_t = MLE (Eq. (3), ||theta|| <= B) on D_off and D_1..D_{t-1}; pi1_t = its Gibbs
@@ -247,6 +248,8 @@ def online_gshf(key, env, *, option=None, enhancer=None, num_iterations, batch_s
     temperature: > 0, of "temperature".
     num_validation: static int, validation prompts.
     enhancer_starts, enhancer_steps: of uncertainty_enhancer.
+    validation_key: the key of the validation draws; pass it to `validation_value` to score other
+      policies on the same prompts and noise. Default: split from `key` (then `key` drives the rest).
 
   Returns:
     OnlineResult.
@@ -269,7 +272,7 @@ def online_gshf(key, env, *, option=None, enhancer=None, num_iterations, batch_s
   mask0 = jnp.arange(n_off + T * m) < n_off
   star = bandit.optimal_logp(env)
   num_contexts = env.features.shape[0]
-  k_run, k_val = jax.random.split(key)
+  k_run, k_val = jax.random.split(key) if validation_key is None else (key, validation_key)
 
   def iteration(carry, t):
     data, mask, previous_main = carry
@@ -310,7 +313,8 @@ def online_gshf(key, env, *, option=None, enhancer=None, num_iterations, batch_s
   (data, _, _), history = jax.lax.scan(iteration, (data, mask0, ref_logp), jnp.arange(T))
   selected = jnp.argmax(history.validation)
   logp = history.main_logp[selected]
-  return OnlineResult(history, data, selected, logp, bandit.suboptimality(env, logp))
+  all_data_logp = offline.gibbs_class_logp(env, g.bt_mle(bandit.feature_differences(env, data), data.y, env.bound))
+  return OnlineResult(history, data, selected, logp, bandit.suboptimality(env, logp), all_data_logp)
 
 
 def offline_only(key, env, *, num_queries, behaviour_logp, offline_data=None):

@@ -3,8 +3,8 @@
 Modules: gibbs (Gibbs policy, KL, regularized value), preference (Bradley-Terry likelihood and MLE),
 uncertainty (covariance, elliptical norms, confidence radius), losses (the pairwise-loss registry: DPO,
 pessimistic DPO, hinge, IPO), rejection (RSO, multi-step RSO, best-of-n), nash (the KL-regularized
-preference game). Two standard-library utilities both halves share: atomic (the one atomic file writer)
-and workarounds (XLA CPU workarounds, applied by every entry point). Imports no flax, transformers or
+preference game). Three standard-library utilities both halves share: atomic (the one atomic file writer),
+significance (Holm's correction) and workarounds (XLA CPU workarounds, applied by every entry point). Imports no flax, transformers or
 matplotlib.
 """
 

@@ -10,6 +10,7 @@ every host of a multi-host job (jax.distributed is initialized from distributed.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -109,6 +110,7 @@ def parser():
   p.add_argument("--quick", action="store_true", help="builtin: the small variant the tests run (< 3 min)")
   p.add_argument("--out", default="results/llm", help="builtin: output folder (default results/llm)")
   p.add_argument("--seed", type=int, default=0, help="builtin: seed")
+  p.add_argument("--seeds", type=int, help="builtin: replicates (default: the size's, 3; 2 with --quick)")
   p.add_argument("--config", help="YAML file (sections as in llm/training/config.py; see configs/)")
   change = p.add_mutually_exclusive_group()
   change.add_argument("--overwrite", action="store_const", const="overwrite", dest="on_change",
@@ -157,7 +159,11 @@ def run(args):
 def run_builtin(args):
   from llm.builtin import run as builtin
   if args.overrides or args.on_change == "resume":
-    raise ValueError("the built-in run takes --quick, --out, --seed, --overwrite and --config SIZES.yaml")
-  sizes = builtin.load_sizes(args.config) if args.config else None
-  builtin.run_builtin(args.out, sizes=sizes, quick=args.quick, seed=args.seed, on_change=args.on_change or "stop")
+    raise ValueError("the built-in run takes --quick, --out, --seed, --seeds, --overwrite and --config SIZES.yaml")
+  if args.seeds is not None and args.seeds < 1:
+    raise ValueError(f"--seeds must be an integer >= 1, got {args.seeds}")
+  sizes = builtin.load_sizes(args.config) if args.config else builtin.SIZES["quick" if args.quick else "default"]
+  if args.seeds is not None:
+    sizes = dataclasses.replace(sizes, seeds=args.seeds)
+  builtin.run_builtin(args.out, sizes=sizes, seed=args.seed, on_change=args.on_change or "stop")
   return 0

@@ -140,20 +140,6 @@ def sign_verdict(mean_se, negative: str, positive: str, neither: str = "no signi
   return positive if significantly_positive(mean_se) else neither
 
 
-def holm_significant(mean_ses, alpha: float = 0.05, negative: bool = True) -> list[bool]:
-  """Holm's step-down correction of one-sided z-tests (mean / s.e., normal approximation) of k paired
-  differences: which are significantly below 0 (above 0 when `negative` is False) with the family-wise
-  error rate at most `alpha`. Used where the best of k settings is reported."""
-  sign = -1.0 if negative else 1.0
-  p = [0.5 * math.erfc(sign * m / (s * math.sqrt(2))) if s > 0 else float(sign * m <= 0) for m, s in mean_ses]
-  significant, k = [False] * len(p), len(p)
-  for rank, i in enumerate(sorted(range(k), key=p.__getitem__)):
-    if p[i] > alpha / (k - rank):
-      break
-    significant[i] = True
-  return significant
-
-
 def fmt(mean_se, digits: int = 4) -> str:
   """'mean±se' with `digits` decimals."""
   return f"{mean_se[0]:.{digits}f}±{mean_se[1]:.{digits}f}"

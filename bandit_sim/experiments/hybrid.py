@@ -14,7 +14,7 @@ import numpy as np
 
 import gshf_jax as g
 from bandit_sim import env as bandit
-from bandit_sim import offline, online
+from bandit_sim import online
 from bandit_sim.experiments._common import (
   DELTA,
   ENV,
@@ -47,12 +47,11 @@ def hybrid_seed(key, enhancer, *, n_off, num_iterations, batch_size, theorem_bet
   k_env, k_off, k_run, k_base = jax.random.split(key, 4)
   env = bandit.make_linear_bandit(k_env, **ENV)
   d_off = bandit.collect_preferences(k_off, env, env.ref_logp, env.ref_logp, n_off)
-  result = online.online_gshf(k_run, env, enhancer=enhancer, num_iterations=num_iterations, batch_size=batch_size,
-                              beta=ONLINE_BETA, lam=LAM, offline_data=d_off)
-  k_val = jax.random.split(k_run)[1]  # online_gshf's validation key
+  k_run, k_val = jax.random.split(k_run)
+  result = online.online_gshf(k_run, env, validation_key=k_val, enhancer=enhancer,
+                              num_iterations=num_iterations, batch_size=batch_size, beta=ONLINE_BETA, lam=LAM, offline_data=d_off)
   base_selected, base_all_data, data_off = selected_offline_only(k_base, k_val, env, env.ref_logp, d_off,
                                                                  num_iterations, batch_size)
-  all_data = offline.offline_gshf(env, result.data, option="mle", beta=0.0, lam=LAM)
   star = bandit.optimal_logp(env)
   r_star = bandit.rewards(env, env.theta_star)
   main = result.history.main_logp  # [T, X, K]
@@ -70,8 +69,9 @@ def hybrid_seed(key, enhancer, *, n_off, num_iterations, batch_size, theorem_bet
   gamma = g.gamma(env.bound)
   bound = (theorem_beta * norms + jnp.sqrt(ENV["dim"] / (gamma ** 2 * batch_size))
            - env.eta * jax.vmap(lambda lp: env.context_probs @ g.kl(lp, star))(main))
-  return dict(theorem_4_2_lhs=result.history.main_suboptimality, theorem_4_2_rhs=bound,selected=result.suboptimality, final=result.history.main_suboptimality[-1],
-              all_data=bandit.suboptimality(env, all_data), offline_same_budget_selected=base_selected,
+  return dict(theorem_4_2_lhs=result.history.main_suboptimality, theorem_4_2_rhs=bound,
+              selected=result.suboptimality, final=result.history.main_suboptimality[-1],
+              all_data=bandit.suboptimality(env, result.all_data_logp), offline_same_budget_selected=base_selected,
               offline_same_budget_all_data=base_all_data, offline_only_d_off=result.history.main_suboptimality[0],
               reward=reward, kl=kl, value=jax.vmap(lambda lp: bandit.value(env, lp))(main),
               coverage_off=coverage_norm(env, d_off, z, LAM), coverage_hybrid=coverage_norm(env, result.data, z, LAM),

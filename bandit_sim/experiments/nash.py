@@ -16,7 +16,6 @@ from bandit_sim.experiments import _common
 from bandit_sim.experiments._common import (
   finding,
   fmt,
-  holm_significant,
   map_seeds,
   mean_and_stderr,
   paired,
@@ -25,6 +24,7 @@ from bandit_sim.experiments._common import (
   sanity_check,
   sign_verdict,
 )
+from gshf_jax.significance import holm_significant
 
 ENV = dict(num_contexts=10, num_actions=8, dim=4, bound=2.0, eta=0.1)
 INTRANSITIVITY = 0.7  # share of ||theta*|| in the bilinear (intransitive) part, offline and online runs

@@ -20,7 +20,6 @@ from bandit_sim.experiments._common import (
   LAM,
   behaviour_policy,
   finding,
-  holm_significant,
   log_log_slope,
   mean_and_stderr,
   measurement,
@@ -30,6 +29,7 @@ from bandit_sim.experiments._common import (
   sanity_check,
   stack_trees,
 )
+from gshf_jax.significance import holm_significant
 
 PRACTICAL_BETA = 1.0  # the theory's beta (C = 1) is ~25 here; the method table also uses this one
 # pdpo: pessimistic DPO in the linear Gibbs class (which cannot represent r - beta Gamma); pdpo_matched: in

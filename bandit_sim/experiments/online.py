@@ -17,7 +17,7 @@ import numpy as np
 
 import gshf_jax as g
 from bandit_sim import env as bandit
-from bandit_sim import offline, online
+from bandit_sim import online
 from bandit_sim.experiments._common import (
   DELTA,
   ENHANCER_NAMES,
@@ -28,7 +28,6 @@ from bandit_sim.experiments._common import (
   behaviour_policy,
   finding,
   fmt,
-  holm_significant,
   map_seeds,
   mean_and_stderr,
   measurement,
@@ -41,6 +40,7 @@ from bandit_sim.experiments._common import (
   stack_trees,
   theory_parameters,
 )
+from gshf_jax.significance import holm_significant
 
 
 def lemma_4_3_beta(dim, num_iterations, batch_size):
@@ -59,12 +59,12 @@ def equal_budget_seed(key, enhancer, *, n_off, num_iterations, batch_size):
   env = bandit.make_linear_bandit(k_env, **ENV)
   misses = behaviour_policy(env, 2)
   d_off = bandit.collect_preferences(k_off, env, misses, misses, n_off)
-  result = online.online_gshf(k_run, env, enhancer=enhancer, num_iterations=num_iterations,
-                              batch_size=batch_size, beta=ONLINE_BETA, lam=LAM, offline_data=d_off)
+  k_run, k_val = jax.random.split(k_run)
+  result = online.online_gshf(k_run, env, validation_key=k_val, enhancer=enhancer,
+                              num_iterations=num_iterations, batch_size=batch_size, beta=ONLINE_BETA, lam=LAM, offline_data=d_off)
   h = result.history
-  k_val = jax.random.split(k_run)[1]  # online_gshf's validation key
-  all_data = offline.offline_gshf(env, result.data, option="mle", beta=0.0, lam=LAM)
-  out = dict(selected=result.suboptimality, last=h.main_suboptimality[-1], all_data=bandit.suboptimality(env, all_data),
+  out = dict(selected=result.suboptimality, last=h.main_suboptimality[-1],
+             all_data=bandit.suboptimality(env, result.all_data_logp),
              best_iterate=jnp.min(h.main_suboptimality), main_by_t=h.main_suboptimality,
              enhancer_by_t=h.enhancer_suboptimality, slack=h.enhancer_objective - h.enhancer_kl,
              optimal_kl=h.optimal_kl, optimal_uncertainty=h.optimal_uncertainty)

@@ -57,6 +57,7 @@ class TrainSection:
   save_every: int = 100  # steps between checkpoints
   log_every: int = 10
   keep_checkpoints: int = 2
+  snapshots: int = 0  # > 0: also export this many evenly spaced policies (the last at the end) as HF folders
   seed: int = 0
   mesh: dict = dataclasses.field(default_factory=lambda: {"data": -1})  # axes data / fsdp / tensor
   tensorboard: bool = True
@@ -191,7 +192,7 @@ POSITIVE = ("data.max_prompt_length", "data.max_response_length", "train.learnin
             "pipeline.enhancer_temperature", "pipeline.best_of_n", "pipeline.max_new_tokens", "pipeline.temperature",
             "pipeline.batch_size")
 NON_NEGATIVE = ("train.warmup_ratio", "train.max_steps", "train.max_grad_norm", "train.weight_decay",
-                "train.eval_every", "dpo.uncertainty_coef", "sample.temperature", "sample.top_k",
+                "train.eval_every", "train.snapshots", "dpo.uncertainty_coef", "sample.temperature", "sample.top_k",
                 "evaluate.num_prompts", "evaluate.tie_tolerance", "pipeline.queries_per_iteration")
 
 

@@ -32,7 +32,8 @@ def total_steps(num_examples, config):
   return config.max_steps or config.epochs * (num_examples // config.batch_size)
 
 
-def train(model, loss_fn, arrays, config, out_dir, *, eval_arrays=None, mesh=None, description="train"):
+def train(model, loss_fn, arrays, config, out_dir, *, eval_arrays=None, mesh=None, description="train",
+          on_step=None):
   """Trains `model` in place (or resumes its run in out_dir) and returns the last metrics.
 
   Args:
@@ -45,6 +46,8 @@ def train(model, loss_fn, arrays, config, out_dir, *, eval_arrays=None, mesh=Non
       at the end.
     mesh: a jax Mesh (default: llm.parallel.sharding.make_mesh(config.mesh)).
     description: the progress bar's label.
+    on_step: optional (step, steps, params) -> None, called after each optimizer step (after its
+      checkpoint), e.g. to export snapshots along training (trainers.snapshot_exporter).
 
   Returns:
     {"step", "train/<metric>" of the last step, "eval/<metric>" of the last evaluation}.
@@ -106,6 +109,8 @@ def train(model, loss_fn, arrays, config, out_dir, *, eval_arrays=None, mesh=Non
               f"checkpoint is {'step ' + str(last) if last is not None else 'none'} in {mngr.directory} "
               "(check train.learning_rate and train.max_grad_norm, then rerun to resume from it)")
         checkpoint.save(mngr, checkpoint.TrainState(params, opt_state, done, rng, done * config.batch_size))
+      if on_step:
+        on_step(done, steps, params)
   finally:
     bar.close()
     mngr.close()

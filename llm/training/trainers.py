@@ -18,6 +18,7 @@ import glob
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import zipfile
@@ -234,7 +235,7 @@ INPUT_KEYS = ("model.path", "model.tokenizer", "data.train", "data.eval", "dpo.r
 # Settings that do not change the trained parameters (logging, checkpoint cadence, placement).
 NOT_RESULTS = ("train.progress", "train.tensorboard", "train.log_every", "train.save_every",
                "train.keep_checkpoints", "train.mesh", "train.eval_every")
-RUN_OUTPUTS = ("checkpoints", "model", "tensorboard", "metrics.jsonl", "summary.json", "member_*",
+RUN_OUTPUTS = ("checkpoints", "model", "snapshots", "tensorboard", "metrics.jsonl", "summary.json", "member_*",
                "reference_logprobs_*.npz", "uncertainty_*.npz", "manifest.json")
 
 
@@ -270,7 +271,6 @@ def clear_run(out):
       shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
 
 
-
 def finished(out_dir):
   """Whether a run in out_dir completed: summary.json is written last, after the model."""
   return os.path.exists(os.path.join(out_dir, "summary.json"))
@@ -281,20 +281,50 @@ def read_summary(out_dir):
     return json.load(f)
 
 
-def export(model, tokenizer, out_dir, summary):
-  """Writes out_dir/model (HF folder + tokenizer) and out_dir/summary.json from process 0 (params are
-  gathered from all processes first)."""
+def save_model_folder(model, tokenizer, path):
+  """Writes `model` with `tokenizer` as the HF folder `path` from process 0 (params are gathered from all
+  processes first); every process returns once it is written."""
   if jax.process_count() > 1:
     params = nnx.state(model, nnx.Param)
     nnx.update(model, jax.tree.map(lambda x: jnp.asarray(multihost_utils.process_allgather(x, tiled=True)), params))
   if distributed.is_main_process():
-    path = os.path.join(out_dir, "model")
     hf_io.save_hf_checkpoint(model, path)
     tokenizer.save_pretrained(path)
+  multihost_utils.sync_global_devices(f"save {path}")
+
+
+def export(model, tokenizer, out_dir, summary):
+  """Writes out_dir/model (HF folder + tokenizer) and out_dir/summary.json from process 0."""
+  save_model_folder(model, tokenizer, os.path.join(out_dir, "model"))
+  if distributed.is_main_process():
     summary = {**summary, "manifest": manifest.read(os.path.join(out_dir, "manifest.json"))}
     atomic.write_text(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2, default=float))
   multihost_utils.sync_global_devices(f"export {out_dir}")
   return summary
+
+
+def snapshot_exporter(model, tokenizer, config, out_dir):
+  """The on_step of llm.training.loop.train that exports train.snapshots evenly spaced policies, at steps
+  ceil(k * steps / n) for k = 1..n, as HF folders out_dir/snapshots/step_N, for reward-KL curves along
+  training (None when train.snapshots is 0)."""
+  n = config.train.snapshots
+  if not n:
+    return None
+
+  def on_step(step, steps, params):
+    if step in {math.ceil(k * steps / n) for k in range(1, n + 1)}:
+      nnx.update(model, params)
+      save_model_folder(model, tokenizer, os.path.join(out_dir, "snapshots", f"step_{step}"))
+
+  return on_step
+
+
+def snapshots(out_dir):
+  """[(step, folder)] of the snapshots of the run in out_dir, by step."""
+  folder = os.path.join(out_dir, "snapshots")
+  names = os.listdir(folder) if os.path.isdir(folder) else []
+  steps = sorted(int(n[5:]) for n in names if n.startswith("step_") and n[5:].isdigit())
+  return [(s, os.path.join(folder, f"step_{s}")) for s in steps]
 
 
 def make_mesh(config):
@@ -313,7 +343,8 @@ def run_sft(config):
   model, tokenizer = load_model(config.model, mesh)
   arrays, counts = sft_arrays(config, tokenizer, require_file("data.train", config.data.train))
   eval_arrays, _ = eval_arrays_of(config, tokenizer, sft_arrays)
-  metrics = train(model, sft_loss, arrays, config.train, out, eval_arrays=eval_arrays, mesh=mesh, description="sft")
+  metrics = train(model, sft_loss, arrays, config.train, out, eval_arrays=eval_arrays, mesh=mesh, description="sft",
+                  on_step=snapshot_exporter(model, tokenizer, config, out))
   return export(model, tokenizer, out, {"command": "sft", "data": counts, "metrics": metrics, "config": to_dict(config)})
 
 
@@ -385,5 +416,6 @@ def run_dpo(config):
     sets[split] = (arrays, counts)
   arrays, counts = sets["train"]
   metrics = train(model, make_dpo_loss(config.dpo), arrays, config.train, out,
-                  eval_arrays=sets.get("eval", (None,))[0], mesh=mesh, description=config.dpo.loss)
+                  eval_arrays=sets.get("eval", (None,))[0], mesh=mesh, description=config.dpo.loss,
+                  on_step=snapshot_exporter(model, tokenizer, config, out))
   return export(model, tokenizer, out, {"command": "dpo", "data": counts, "metrics": metrics, "config": to_dict(config)})

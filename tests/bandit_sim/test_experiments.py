@@ -3,39 +3,11 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import stats
 
 import bandit_sim as b
 import gshf_jax as g
 from bandit_sim import offline, online
 from bandit_sim.experiments import _common
-
-
-def holm_by_scipy(mean_ses, alpha=0.05, negative=True):
-  """Holm's step-down procedure on one-sided normal p-values, written from its definition."""
-  z = np.array([m / s for m, s in mean_ses])
-  p = stats.norm.cdf(z) if negative else stats.norm.sf(z)
-  order, k = np.argsort(p), len(p)
-  rejected = np.zeros(k, bool)
-  for rank, i in enumerate(order):
-    if p[i] > alpha / (k - rank):
-      break
-    rejected[i] = True
-  return rejected.tolist()
-
-
-def test_holm_keeps_the_family_wise_error_where_two_standard_errors_do_not():
-  four_at_2_2 = [(-2.2, 1.0)] * 4  # each p = 0.0139: below 0.05, above 0.05 / 4
-  assert all(_common.significantly_negative(d) for d in four_at_2_2)
-  assert _common.holm_significant(four_at_2_2) == [False] * 4
-  steps = [(-1.0, 1.0), (-3.0, 1.0), (-2.2, 1.0)]  # p 0.159, 0.00135 (< 0.05/3), 0.0139 (< 0.05/2)
-  assert _common.holm_significant(steps) == [False, True, True]
-  assert _common.holm_significant(steps, negative=False) == [False] * 3
-  rng = np.random.default_rng(0)
-  for _ in range(200):
-    family = [(float(m), float(s)) for m, s in zip(rng.normal(0, 3, 6), rng.uniform(0.5, 2, 6))]
-    for negative in (True, False):
-      assert _common.holm_significant(family, negative=negative) == holm_by_scipy(family, negative=negative)
 
 
 def test_equal_information_baseline_selects_by_the_shared_validation_and_ends_on_all_data():

@@ -208,6 +208,17 @@ def test_option_name_equals_traced_index_and_offline_only(setup, scipy_bt_mle):
   named = online.online_gshf(key, env, option="I", num_iterations=T, batch_size=M, beta=0.7, lam=1.0,
                              offline_data=d_off)
   np.testing.assert_allclose(named.history.main_logp, results["reference"].history.main_logp[0], atol=1e-12)
+  d = named.data  # all_data_logp: the Gibbs policy of the MLE on D_off and every online batch
+  theta = scipy_bt_mle(numpy_dphi(env, *(np.asarray(v) for v in d[:3])), np.asarray(d.y), float(env.bound))
+  np.testing.assert_allclose(np.exp(named.all_data_logp),
+                             numpy_gibbs(env.ref_logp, np.asarray(env.features) @ theta, float(env.eta)), atol=2e-6)
+  # validation_key: the iterates are scored on exactly the draws validation_value makes with that key
+  k_val = jax.random.key(9)
+  keyed = online.online_gshf(key, env, option="I", num_iterations=T, batch_size=M, beta=0.7, lam=1.0,
+                             offline_data=d_off, validation_key=k_val)
+  expected = [online.validation_value(k_val, env, lp, 1000) for lp in keyed.history.main_logp]
+  np.testing.assert_allclose(keyed.history.validation, expected, atol=1e-12)
+  assert not np.allclose(keyed.history.validation, named.history.validation)
   logp, data = online.offline_only(jax.random.key(5), env, num_queries=40, behaviour_logp=env.ref_logp,
                                    offline_data=d_off)
   assert data.y.shape == (N_OFF + 40,)

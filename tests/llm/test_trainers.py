@@ -45,7 +45,7 @@ def metrics(out):
 def sft(assets, tmp_path_factory):
   out = tmp_path_factory.mktemp("sft")
   summary = run("sft", assets, out, **{"train.learning_rate": 3e-3, "train.epochs": 2, "train.log_every": 1,
-                                      "train.tensorboard": "true"})
+                                      "train.tensorboard": "true", "train.snapshots": 3})
   return str(out), summary
 
 
@@ -81,6 +81,14 @@ def test_sft_loss_is_the_response_nll_and_falls(assets, sft):
   assert os.path.exists(os.path.join(out, "model", "model.safetensors"))
   assert os.path.exists(os.path.join(out, "model", "tokenizer.json"))
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(out, "tensorboard")))
+  # train.snapshots = 3 of 16 steps: HF folders at ceil(16 k / 3), the last one the final model
+  shots = trainers.snapshots(out)
+  assert [step for step, _ in shots] == [6, 11, 16]
+  final = load_file(os.path.join(out, "model", "model.safetensors"))
+  weights = [load_file(os.path.join(folder, "model.safetensors")) for _, folder in shots]
+  assert all(np.array_equal(weights[-1][k], final[k]) for k in final)
+  assert not all(np.array_equal(weights[0][k], final[k]) for k in final)
+  assert os.path.exists(os.path.join(shots[0][1], "tokenizer.json"))
 
 
 def test_reward_ensemble_reaches_high_accuracy_and_scores_like_its_loss(assets, ensemble):
