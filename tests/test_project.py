@@ -88,9 +88,9 @@ def test_experiment_cli_writes_complete_results(tmp_path):
   assert nash["online"]["min_enhancer_slack"] >= -1e-9
   table = (tmp_path / "summary.md").read_text()
   assert table.count("\n| gibbs |") == 2 and table.count("\n| coverage |") == 6
-  assert table.count("\n| rejection |") == 14 and table.count("\n| nash |") == 13
+  assert table.count("\n| rejection |") == 15 and table.count("\n| nash |") == 13
   assert table.count("\n| core |") == 3 and table.count("\n| offline |") >= 15
-  assert table.count("\n| online |") == 7 and table.count("\n| hybrid |") == 5 and table.count("\n| regret |") == 3
+  assert table.count("\n| online |") == 11 and table.count("\n| hybrid |") == 8 and table.count("\n| regret |") == 4
 
 
 def test_experiment_cli_rejects_bad_arguments(tmp_path, capsys):

@@ -167,7 +167,7 @@ def test_rso_pairs_prefer_the_proxy_reward_and_budgets_match(quick):
 
 def test_online_gshf_with_the_best_of_n_enhancer(quick, tmp_path):
   out, config = quick
-  config = with_overrides(config, {"output_dir": str(tmp_path), "pipeline.enhancer": "best_of_n",
+  config = with_overrides(config, {"output_dir": str(tmp_path), "pipeline.enhancer": "best_of_n", "pipeline.proxy_reward": "",
                                    "pipeline.iterations": 2, "pipeline.queries_per_iteration": 24,
                                    "train.epochs": 1, "train.batch_size": 8})
   result = pipelines.run_online(config)
