@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bandit_sim import experiment
+from bandit_sim.experiments import EXPERIMENTS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEST_COMMAND = 'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" && python -m pytest'
@@ -24,18 +25,6 @@ def test_readme_commands_are_the_ones_ci_runs():
   assert "set -euo pipefail" in ci
 
 
-def test_experiment_cli_runs_one_experiment(tmp_path):
-  """One experiment alone: its folder, no aggregate summary (every experiment runs in the test below)."""
-  for name, pngs, rows in (("gibbs", ["figure1.png"], 2),):
-    results = experiment.main([name, "--quick", "--seeds", "4", "--out", str(tmp_path), "--quiet"])
-    assert sorted(os.listdir(tmp_path / name)) == pngs + ["summary.json", "summary.md"]
-    saved = json.loads((tmp_path / name / "summary.json").read_text())
-    assert saved["settings"]["seeds"] == 4 and set(saved[name]) == set(results[name])
-    assert (tmp_path / name / "summary.md").read_text().count(f"\n| {name} |") == rows
-    assert_claim_kinds(saved["claims"])
-  assert not (tmp_path / "summary.md").exists()  # written only when several experiments run
-
-
 def assert_claim_kinds(claims):
   """Every summary row says what it is: a sanity check says why it holds by construction, a finding what
   would have falsified it, and a measurement has no verdict of its own."""
@@ -48,49 +37,62 @@ def assert_claim_kinds(claims):
 # The verdicts of the sanity checks when they hold (any other verdict is a failure, i.e. a bug).
 SANITY_HELD = ("holds", "certified", "agree", "unique optimum", "extragradient converges", "matches exp(−10)",
                "Gibbs gains at least as much", "π_r concentrates on the rightmost mode")
+# Each experiment's rows, figures and the numbers that have a closed form or an exact value.
+EXPERIMENT_CHECKS = {
+    "core": (3, ["core.png"], lambda r: np.all(np.isfinite(r["mle"]["mean_l2_error"]))),
+    "coverage": (6, ["coverage.png"], lambda r: r["max_loss_gap"] < 1e-8),  # Lemma E.1's closed-form minimum
+    "gibbs": (2, ["figure1.png"], lambda r: max(p["max_abs_difference_over_max_density"] for p in r["panels"]) < 1e-6),
+    "hybrid": (8, ["hybrid.png"], lambda r: True),
+    "regret": (4, ["regret.png"], lambda r: len(r["uncertainty"]["Reg"]["mean"]) == 3),
+    "offline": (None, ["offline.png"], lambda r: set(r["coverage"]) == {"pi0", "covers_pi_star", "misses_pi_star"}
+                and len(r["theorem_3_1"]["pi0"]["per_seed"]["lhs_two"]) == 2  # Proposition 5.1 in its class:
+                and max(rows["max_tv_pdpo_matched_to_II"] for rows in r["coverage"].values()) < 1e-3),
+    "online": (11, ["online.png"], lambda r: set(r["equal_budget"]) >= {"uncertainty", "reference", "random_pairs",
+                                                                         "offline_pi0"}),
+    "rejection": (15, ["best_of_n.png", "rejection.png"], lambda r: r["best_of_n"]["bound_holds"] and set(
+        r["pseudo_labelling"]["selected"]["methods"]) == {"pi0", "sft", "dpo", "rso", "rso_hinge", "rso_exact",
+                                                          "multistep", "multistep_3", "plug_in"}),
+    "nash": (13, ["nash.png"], lambda r: set(r["online"]["uncertainty_minus"]) == {"reference", "random_pairs", "offline"}
+             and len(r["offline"]["pi0"]["gap"]) == len(r["offline"]["betas"]) + 1
+             and r["online"]["min_enhancer_slack"] >= -1e-9),
+}
+# The default run has the experiments that compile in about 80 s together on 2 cores; the other four (about
+# 190 s more) run with -m slow.
+DEFAULT_EXPERIMENTS = ("core", "coverage", "gibbs", "hybrid", "regret")
 
 
-def test_experiment_cli_writes_complete_results(tmp_path):
-  """Every experiment at --quick settings on 2 seeds (compile-bound: about 3 minutes on 2 cores): the
-  files, the rows of each summary, every sanity check held, and the numbers that have a closed form."""
-  results = experiment.main(["--quick", "--seeds", "2", "--out", str(tmp_path), "--quiet"])
-  figures = {"core": ["core.png"], "coverage": ["coverage.png"], "gibbs": ["figure1.png"], "hybrid": ["hybrid.png"],
-             "offline": ["offline.png"], "online": ["online.png"], "regret": ["regret.png"],
-             "rejection": ["best_of_n.png", "rejection.png"], "nash": ["nash.png"]}
-  assert sorted(os.listdir(tmp_path)) == sorted(figures) + ["summary.md"]
-  for name, pngs in figures.items():  # no temp files left behind
-    assert sorted(os.listdir(tmp_path / name)) == pngs + ["summary.json", "summary.md"]
-  saved = json.loads((tmp_path / "core" / "summary.json").read_text())
-  assert saved["core"]["mle"]["sizes"] == results["core"]["mle"]["sizes"]
-  assert np.all(np.isfinite(saved["core"]["mle"]["mean_l2_error"]))
-  rejection = json.loads((tmp_path / "rejection" / "summary.json").read_text())["rejection"]
-  assert rejection["best_of_n"]["bound_holds"]
-  assert set(rejection["pseudo_labelling"]["selected"]["methods"]) == {"pi0", "sft", "dpo", "rso", "rso_hinge", "rso_exact", "multistep",
-                                                                "multistep_3", "plug_in"}
-  assert json.loads((tmp_path / "coverage" / "summary.json").read_text())["coverage"]["max_loss_gap"] < 1e-8
-  gibbs = json.loads((tmp_path / "gibbs" / "summary.json").read_text())["gibbs"]
-  assert max(p["max_abs_difference_over_max_density"] for p in gibbs["panels"]) < 1e-6
-  for name in figures:
-    claims = json.loads((tmp_path / name / "summary.json").read_text())["claims"]
-    assert_claim_kinds(claims)
-    for row in claims:
-      assert row["kind"] != "sanity check" or row["verdict"].startswith(SANITY_HELD), row
-  offline = json.loads((tmp_path / "offline" / "summary.json").read_text())["offline"]
-  assert set(offline["coverage"]) == {"pi0", "covers_pi_star", "misses_pi_star"}
-  assert len(offline["theorem_3_1"]["pi0"]["per_seed"]["lhs_two"]) == 2
-  assert max(rows["max_tv_pdpo_matched_to_II"] for rows in offline["coverage"].values()) < 1e-3  # Prop. 5.1
-  online = json.loads((tmp_path / "online" / "summary.json").read_text())["online"]
-  assert set(online["equal_budget"]) >= {"uncertainty", "reference", "random_pairs", "offline_pi0"}
-  assert len(json.loads((tmp_path / "regret" / "summary.json").read_text())["regret"]["uncertainty"]["Reg"]["mean"]) == 3
-  nash = json.loads((tmp_path / "nash" / "summary.json").read_text())["nash"]
-  assert set(nash["online"]["uncertainty_minus"]) == {"reference", "random_pairs", "offline"}
-  assert len(nash["offline"]["pi0"]["gap"]) == len(nash["offline"]["betas"]) + 1
-  assert nash["online"]["min_enhancer_slack"] >= -1e-9
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n in DEFAULT_EXPERIMENTS else [pytest.mark.slow])
+                                  for n in EXPERIMENT_CHECKS])
+def test_each_experiment_at_quick_size(name, tmp_path):
+  """One experiment alone at --quick on 2 seeds: its files (no aggregate summary), its rows (each a sanity
+  check that held, a finding with its falsifier, or a measurement) and the numbers with exact values."""
+  rows, pngs, check = EXPERIMENT_CHECKS[name]
+  results = experiment.main([name, "--quick", "--seeds", "2", "--out", str(tmp_path), "--quiet"])
+  assert sorted(os.listdir(tmp_path)) == [name]  # DIR/summary.md only when several experiments run
+  assert sorted(os.listdir(tmp_path / name)) == pngs + ["summary.json", "summary.md"]  # no temporary files
+  saved = json.loads((tmp_path / name / "summary.json").read_text())
+  assert saved["settings"]["seeds"] == 2 and set(saved[name]) == set(results[name])
+  count = (tmp_path / name / "summary.md").read_text().count(f"\n| {name} |")
+  assert count == rows if rows else count >= 15
+  assert_claim_kinds(saved["claims"])
+  for row in saved["claims"]:
+    assert row["kind"] != "sanity check" or row["verdict"].startswith(SANITY_HELD), row
+  assert check(saved[name])
+
+
+def test_every_experiment_has_its_checks():
+  assert set(EXPERIMENT_CHECKS) == set(EXPERIMENTS)
+
+
+@pytest.mark.slow
+def test_experiment_cli_runs_every_experiment_into_one_summary(tmp_path):
+  """Every experiment in one run (about 5 minutes on 2 cores): DIR/summary.md holds every experiment's rows."""
+  experiment.main(["--quick", "--seeds", "2", "--out", str(tmp_path), "--quiet"])
+  assert sorted(os.listdir(tmp_path)) == sorted(EXPERIMENT_CHECKS) + ["summary.md"]
   table = (tmp_path / "summary.md").read_text()
-  assert table.count("\n| gibbs |") == 2 and table.count("\n| coverage |") == 6
-  assert table.count("\n| rejection |") == 15 and table.count("\n| nash |") == 13
-  assert table.count("\n| core |") == 3 and table.count("\n| offline |") >= 15
-  assert table.count("\n| online |") == 11 and table.count("\n| hybrid |") == 8 and table.count("\n| regret |") == 4
+  for name, (rows, _, _) in EXPERIMENT_CHECKS.items():
+    count = table.count(f"\n| {name} |")
+    assert count == rows if rows else count >= 15, name
 
 
 def test_experiment_cli_rejects_bad_arguments(tmp_path, capsys):

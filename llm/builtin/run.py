@@ -189,6 +189,9 @@ def load_sizes(path):
   unknown = sorted(set(values) - fields) if isinstance(values, dict) else ["(not a mapping)"]
   if unknown:
     raise ValueError(f"{path}: unknown keys {unknown}; accepted: {sorted(fields)}")
+  small = sorted(k for k, v in values.items() if isinstance(v, int) and v < 1)
+  if small:
+    raise ValueError(f"{path}: {small} must be integers >= 1")
   if values.get("ensemble", 2) < 2:
     raise ValueError(f"{path}: ensemble must be >= 2 (pessimistic DPO's uncertainty is the members' disagreement)")
   for name in ("temperatures", "sweep_betas"):

@@ -81,6 +81,21 @@ def test_builtin_size_files(tmp_path):
   bad.write_text("hiden: 3\n")
   with pytest.raises(ValueError, match="unknown keys \\['hiden'\\]"):
     builtin.load_sizes(str(bad))
+  bad.write_text("ensemble: 1\nsweep_betas: [0.2]\n")
+  with pytest.raises(ValueError, match="ensemble must be >= 2"):
+    builtin.load_sizes(str(bad))
+  bad.write_text("seeds: 0\n")
+  with pytest.raises(ValueError, match="\\['seeds'\\] must be integers >= 1"):
+    builtin.load_sizes(str(bad))
+  bad.write_text("sweep_betas: [0.2]\nseeds: 5\n")
+  assert builtin.load_sizes(str(bad)).sweep_betas == (0.2,) and builtin.load_sizes(str(bad)).seeds == 5
+
+
+def test_builtin_run_rejects_bad_replicate_counts(tmp_path, capsys):
+  from llm import cli
+  assert cli.main(["--seeds", "0", "--out", str(tmp_path)]) == 2
+  assert capsys.readouterr().err.strip() == "python -m llm builtin: error: --seeds must be an integer >= 1, got 0"
+  assert not os.listdir(tmp_path)  # refused before any work
 
 
 def write(path, lines):

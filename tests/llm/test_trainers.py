@@ -312,6 +312,7 @@ def test_dpo_on_two_processes_equals_one_process(assets, sft, tmp_path):
   assert summary["metrics"]["step"] == 3
 
 
+@pytest.mark.slow  # the template itself is validated for every command by test_config_data.py
 def test_the_paper_template_runs_end_to_end_on_tiny_models(assets, sft, ensemble, tmp_path, capsys):
   template = os.path.join(ROOT, "configs", "paper_open_llama_3b.yaml")
   extra = {"model.path": os.path.join(sft[0], "model"), "dpo.reference": os.path.join(sft[0], "model"),
