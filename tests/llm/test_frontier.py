@@ -44,6 +44,14 @@ def test_matched_kl_difference_standard_errors_and_verdicts():
   assert high["se"] == max(high["se_prompts"], high["se_seeds"])
   assert [r["verdict"] for r in rows["better"]] == ["better", "better"]
   assert all(r["difference"] == 0 and r["verdict"] == "no significant difference" for r in rows["same"])
+  # a difference that is the same on every prompt but moves with the replicate: only se_seeds sees it
+  shifted = [[point(0.0, np.asarray(d[0]["rewards"]) + 0.2 + 0.4 * (s - 1)), point(1.0, np.asarray(d[2]["rewards"])
+                                                                                  + 0.2 + 0.4 * (s - 1))]
+             for s, d in enumerate(dpo)]
+  (row,) = frontier.matched_kl_comparison({"DPO": dpo, "shifted": shifted}, "DPO", fractions=(1.0,))["shifted"]
+  assert row["difference"] == pytest.approx(0.2) and row["se_prompts"] == pytest.approx(0.0, abs=1e-12)
+  assert row["se"] == row["se_seeds"] == pytest.approx(0.4 / np.sqrt(3))
+  assert row["verdict"] == "no significant difference"
   flipped = frontier.matched_kl_comparison({"DPO": better, "worse": dpo}, "DPO")
   assert all(r["verdict"] == "worse" for r in flipped["worse"])
 
