@@ -10,7 +10,8 @@ A path is the points of one training run in step order, starting at pi0 (KL 0). 
 read off the first segment whose KL reaches k, by linear interpolation with weight w: the policy that
 plays the segment's two end points with probabilities w and 1 - w has exactly that reward and, KL being
 convex, a KL of at most k, so the interpolated point is achievable. Nothing is selected on the scored
-prompts: the path is fixed by training.
+prompts: the path is fixed by training. A path that overshoots in KL and comes back is read on its way up,
+which is conservative for it (a later, better point at the same KL is not credited).
 """
 
 import math
