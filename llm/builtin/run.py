@@ -278,7 +278,7 @@ def comparison(out, sizes, seed, on_change, log):
                                 "hybrid": hybrid["queries"]},
              "seconds": time.time() - start}
   summary["claims"] = claims(summary)
-  write_summary(out, summary, points)
+  write_summary(out, summary)
   step(f"done: {os.path.join(out, 'summary.md')}")
   return summary
 
@@ -464,7 +464,7 @@ def claims(summary):
   return rows
 
 
-def write_summary(out, summary, points):
+def write_summary(out, summary):
   """OUT/summary.md, summary.json, frontier.png and temperature.png (atomically)."""
   atomic.write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=2, default=float))
   s, best, f = summary["settings"], summary["best_of_n"], summary["frontier"]
