@@ -23,6 +23,7 @@ prompts, the matched-KL comparison with DPO, the Table-1-style table), summary.j
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import shutil
 import time
@@ -192,6 +193,9 @@ def load_sizes(path):
   small = sorted(k for k, v in values.items() if isinstance(v, int) and v < 1)
   if small:
     raise ValueError(f"{path}: {small} must be integers >= 1")
+  betas = values.get("sweep_betas", ())
+  if any(not isinstance(b, (int, float)) or not math.isfinite(b) or b <= 0 for b in betas):
+    raise ValueError(f"{path}: sweep_betas must be finite numbers > 0, got {list(betas)}")
   if values.get("ensemble", 2) < 2:
     raise ValueError(f"{path}: ensemble must be >= 2 (pessimistic DPO's uncertainty is the members' disagreement)")
   for name in ("temperatures", "sweep_betas"):
@@ -402,23 +406,15 @@ def frontier_summary(pi0, runs, sweep, points):
                for r, run in enumerate(runs)]
     chosen = [frontier.select_by_validation([{**points[f], "folder": f} for f in folders]) for folders in trained]
     finals = [points[run["path"][name][-1]] for run in runs]
-    gain = paired_difference([c["rewards"] for c in chosen], [points[pi0]["rewards"]] * len(chosen))
-    rows[name] = {"final": replicate_mean(finals), "selected": {**replicate_mean(chosen), "minus_pi0": gain,
+    gain = frontier.paired_difference([c["rewards"] for c in chosen], [points[pi0]["rewards"]] * len(chosen))
+    rows[name] = {"final": replicate_mean(finals), "selected": {**replicate_mean(chosen),
+                                                                "minus_pi0": (gain["difference"], gain["se"]),
                                                                 "folders": [c["folder"] for c in chosen]},
                   "paths": [path_points(run["path"][name]) for run in runs],
                   "sweep": {f"{beta:g}": path_points(paths[name]) for beta, paths in sweep.items() if name in paths}}
   matched = frontier.matched_kl_comparison(
       {name: [[points[pi0]] + [points[f] for f in run["path"][name]] for run in runs] for name in METHODS}, "DPO")
   return {"methods": rows, "matched_kl": matched, "pi0": strip(points[pi0]), "replicates": len(runs)}
-
-
-def paired_difference(a, b):
-  """(mean, s.e.) of a - b, per-prompt reward lists [replicate][prompt]: the larger of the standard error
-  over prompts (of the replicate-averaged difference) and over replicates (with two or more)."""
-  diffs = np.asarray(a) - np.asarray(b)
-  mean, se_prompts = evaluate.mean_se(diffs.mean(0))
-  se_replicates = evaluate.mean_se(diffs.mean(1))[1] if len(diffs) > 1 else 0.0
-  return mean, max(se_prompts, se_replicates)
 
 
 def replicate_mean(points):

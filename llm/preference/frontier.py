@@ -77,16 +77,23 @@ def matched_kl_comparison(paths, baseline, fractions=(1 / 3, 2 / 3, 1.0)):
     rows[method] = []
     for fraction in fractions:
       kl = fraction * top
-      diffs = np.stack([rewards_at_kl(m, kl) - rewards_at_kl(b, kl) for m, b in zip(method_paths, paths[baseline])])
-      difference, se_prompts = mean_se(diffs.mean(0))
-      se_seeds = mean_se(diffs.mean(1))[1]
-      se = max(se_prompts, se_seeds) if math.isfinite(se_seeds) else se_prompts
-      rows[method].append({"kl": kl, "difference": difference, "se_prompts": se_prompts, "se_seeds": se_seeds,
-                           "se": se})
+      rows[method].append({"kl": kl, **paired_difference([rewards_at_kl(m, kl) for m in method_paths],
+                                                          [rewards_at_kl(b, kl) for b in paths[baseline]])})
   flat = [row for method_rows in rows.values() for row in method_rows]
   for row, significant in zip(flat, holm_significant([(r["difference"], r["se"]) for r in flat], two_sided=True)):
     row["verdict"] = ("better" if row["difference"] > 0 else "worse") if significant else "no significant difference"
   return rows
+
+
+def paired_difference(a, b):
+  """a - b for per-prompt rewards [replicate][prompt]: {"difference": the mean, "se_prompts": the standard
+  error over prompts of the replicate-averaged difference, "se_seeds": over the replicates' means (NaN with
+  one), "se": the larger of the two}."""
+  diffs = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+  difference, se_prompts = mean_se(diffs.mean(0))
+  se_seeds = mean_se(diffs.mean(1))[1]
+  se = max(se_prompts, se_seeds) if math.isfinite(se_seeds) else se_prompts
+  return {"difference": difference, "se_prompts": se_prompts, "se_seeds": se_seeds, "se": se}
 
 
 def select_by_validation(candidates):

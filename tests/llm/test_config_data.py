@@ -84,6 +84,9 @@ def test_builtin_size_files(tmp_path):
   bad.write_text("ensemble: 1\nsweep_betas: [0.2]\n")
   with pytest.raises(ValueError, match="ensemble must be >= 2"):
     builtin.load_sizes(str(bad))
+  bad.write_text("sweep_betas: [0.2, .nan]\n")
+  with pytest.raises(ValueError, match="sweep_betas must be finite numbers > 0"):
+    builtin.load_sizes(str(bad))
   bad.write_text("seeds: 0\n")
   with pytest.raises(ValueError, match="\\['seeds'\\] must be integers >= 1"):
     builtin.load_sizes(str(bad))
