@@ -2,7 +2,7 @@
 
 Modules: gibbs (Gibbs policy, KL, regularized value), preference (Bradley-Terry likelihood and MLE),
 uncertainty (covariance, elliptical norms, confidence radius), losses (the pairwise-loss registry: DPO,
-pessimistic DPO, hinge, IPO), rejection (RSO, multi-step RSO, best-of-n), nash (the KL-regularized
+pessimistic DPO, hinge, IPO, TRL's DPO loss family, SimPO, ORPO), rejection (RSO, multi-step RSO, best-of-n), nash (the KL-regularized
 preference game). Three standard-library utilities both halves share: atomic (the one atomic file writer),
 significance (Holm's correction) and workarounds (XLA CPU workarounds, applied by every entry point). Imports no flax, transformers or
 matplotlib.
@@ -19,6 +19,7 @@ from gshf_jax.gibbs import kl as kl
 from gshf_jax.gibbs import regularized_value as regularized_value
 from gshf_jax.losses import PAIRWISE_LOSSES as PAIRWISE_LOSSES
 from gshf_jax.losses import check_options as check_options
+from gshf_jax.losses import combined_loss as combined_loss
 from gshf_jax.losses import dpo_loss as dpo_loss
 from gshf_jax.losses import hinge_loss as hinge_loss
 from gshf_jax.losses import ipo_loss as ipo_loss

@@ -17,7 +17,7 @@ import typing
 import yaml
 
 from gshf_jax.atomic import unwritable
-from gshf_jax.losses import PAIRWISE_LOSSES, check_options
+from gshf_jax.losses import check_combined
 from llm.training.manifest import ON_CHANGE
 
 COMMANDS = ("sft", "reward", "dpo", "sample", "label", "evaluate", "rso", "multistep_rso", "hybrid", "online",
@@ -66,12 +66,28 @@ class TrainSection:
 
 @dataclasses.dataclass
 class DPOSection:
-  loss: str = "dpo"  # a name in gshf_jax.losses.PAIRWISE_LOSSES: dpo (Eq. 9) | hinge (RSO) | ipo
+  # a name in gshf_jax.losses.PAIRWISE_LOSSES (dpo: Eq. 9, hinge: RSO, TRL's loss_type names, simpo, orpo),
+  # or several, comma-separated, trained on the weighted sum of their batch means (TRL's loss_weights)
+  loss: str = "dpo"
+  loss_weights: list = dataclasses.field(default_factory=list)  # one per loss (empty: all 1)
   beta: float = 0.1  # KL coefficient of the DPO objective (eta in the paper)
   label_smoothing: float = 0.0
   reference: str = ""  # pi0's HF folder (default: model.path)
   uncertainty_coef: float = 0.0  # > 0: pessimistic DPO, Eq. (10), margin = coef * (Gamma_w - Gamma_l)
   reward_ensemble: str = ""  # output folder of `reward` with ensemble_size >= 2 (gives Gamma)
+  ipo_per_token: bool = False  # ipo: TRL's form, log-ratios averaged over tokens (default: the paper's sums)
+  discopop_tau: float = 0.05  # discopop: the temperature of its blend
+  simpo_gamma: float = 0.5  # simpo: the target reward margin
+
+
+def loss_names(section):
+  """The loss names of a DPOSection's comma-separated `loss`."""
+  return [name.strip() for name in section.loss.split(",")]
+
+
+def loss_options(section):
+  """The losses' own options of a DPOSection, as gshf_jax.losses takes them."""
+  return {"per_token": section.ipo_per_token, "tau": section.discopop_tau, "gamma": section.simpo_gamma}
 
 
 @dataclasses.dataclass
@@ -179,7 +195,7 @@ COMMAND_DEFAULTS = {
 
 CHOICES = {
     "model.param_dtype": ("float32", "bfloat16"), "model.compute_dtype": ("", "float32", "bfloat16"),
-    "dpo.loss": tuple(PAIRWISE_LOSSES), "oracle.kind": ("reward_model", "callable", "dataset"),
+    "oracle.kind": ("reward_model", "callable", "dataset"),
     "oracle.labels": ("bt", "argmax"), "pipeline.enhancer": ("reference", "best_of_n", "temperature"),
     "on_change": ON_CHANGE,
 }
@@ -339,8 +355,11 @@ def validate(config):
     raise ValueError(f"pipeline.accepted must be even and <= pipeline.candidates, got {p.accepted} of {p.candidates}")
   if not p.multistep_etas or any(eta <= 0 for eta in p.multistep_etas):
     raise ValueError(f"pipeline.multistep_etas must be positive, got {p.multistep_etas}")
+  if any(isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 for w in config.dpo.loss_weights):
+    raise ValueError(f"dpo.loss_weights must be numbers >= 0, got {config.dpo.loss_weights}")
   try:
-    check_options(config.dpo.loss, margin=config.dpo.uncertainty_coef > 0, label_smoothing=config.dpo.label_smoothing)
+    check_combined(loss_names(config.dpo), config.dpo.loss_weights or None, margin=config.dpo.uncertainty_coef > 0,
+                   label_smoothing=config.dpo.label_smoothing, **loss_options(config.dpo))
   except ValueError as e:
     raise ValueError(f"dpo.loss={config.dpo.loss}: {e} (dpo.uncertainty_coef={config.dpo.uncertainty_coef}, "
                      f"dpo.label_smoothing={config.dpo.label_smoothing})") from None

@@ -35,7 +35,15 @@ from llm.inference import tokenizer as tok
 from llm.models import hf_io
 from llm.parallel import distributed, sharding
 from llm.training import data, manifest
-from llm.training.config import flatten, get_key, require_file, require_writable, to_dict
+from llm.training.config import (
+  flatten,
+  get_key,
+  loss_names,
+  loss_options,
+  require_file,
+  require_writable,
+  to_dict,
+)
 from llm.training.loop import train
 
 # ---------------------------------------------------------------- losses (micro-batch dict -> loss, metrics)
@@ -82,14 +90,19 @@ def make_dpo_loss(section):
 
     dpo:   -log sigmoid(beta * h + m),  h = log pi/pi0 (a_w) - log pi/pi0 (a_l)      Eq. (9)
            m = uncertainty_coef * (Gamma(x, a_w) - Gamma(x, a_l))                     Eq. (10)
-    hinge: relu(1 - beta * h - m) (RSO);   ipo: (h - 1 / (2 beta))^2
+    hinge: relu(1 - beta * h - m) (RSO);   ipo: (h - 1 / (2 beta))^2;   TRL's loss_type family, simpo, orpo
 
-  Options the chosen loss cannot honour (a margin, label smoothing) raise a ValueError here, before any
-  training. Metrics as TRL reports them: implicit rewards beta * log pi/pi0 of chosen and rejected, their
-  margin, and accuracy (chosen's implicit reward above rejected's).
+  Several comma-separated losses train on sum_k loss_weights[k] * mean(loss_k) (TRL's loss_weights); the
+  response token counts reach the losses that average over tokens. Options no chosen loss can honour
+  raise a ValueError here, before any training. Metrics under TRL's DPOTrainer names: implicit rewards
+  beta * log pi/pi0 of chosen and rejected, their margins and accuracies (chosen's above rejected's), and
+  the policy's summed log-probs.
   """
-  losses.check_options(section.loss, margin=section.uncertainty_coef > 0, label_smoothing=section.label_smoothing)
-  pairwise = losses.pairwise_loss(section.loss)
+  names, weights = loss_names(section), section.loss_weights or None
+  options = loss_options(section)
+  losses.check_combined(names, weights, margin=section.uncertainty_coef > 0, label_smoothing=section.label_smoothing,
+                        **options)
+  pairwise = losses.combined_loss(names, weights)
 
   def loss_fn(model, batch):
     pi_c, pi_r = policy_logprobs(model, batch)
@@ -97,14 +110,21 @@ def make_dpo_loss(section):
     margin = None
     if section.uncertainty_coef:
       margin = section.uncertainty_coef * (batch["gamma_chosen"] - batch["gamma_rejected"])
-    per_pair = pairwise(pi_c, pi_r, ref_c, ref_r, section.beta, margin=margin,
-                        label_smoothing=section.label_smoothing)
+    lengths = (batch["chosen_mask"].sum(-1), batch["rejected_mask"].sum(-1))
+    per_pair = pairwise(pi_c, pi_r, ref_c, ref_r, section.beta, margin=margin, label_smoothing=section.label_smoothing,
+                        lengths=lengths, **options)
     chosen, rejected = section.beta * (pi_c - ref_c), section.beta * (pi_r - ref_r)
     return per_pair.mean(), {"rewards/chosen": chosen.mean(), "rewards/rejected": rejected.mean(),
-                             "rewards/margin": (chosen - rejected).mean(),
-                             "rewards/accuracy": (chosen > rejected).mean()}
+                             "rewards/margins": (chosen - rejected).mean(),
+                             "rewards/accuracies": (chosen > rejected).mean(),
+                             "logps/chosen": pi_c.mean(), "logps/rejected": pi_r.mean()}
 
   return loss_fn
+
+
+def uses_reference(section):
+  """Whether a DPOSection's losses read pi0's log-probs (SFT, SimPO and ORPO alone do not)."""
+  return any(losses.registered(name).uses_reference for name in loss_names(section))
 
 
 # ---------------------------------------------------------------- models and data
@@ -380,8 +400,9 @@ def run_reward(config):
 
 
 def run_dpo(config):
-  """DPO / hinge / IPO of model.path on data.train's pairs against the reference dpo.reference (default:
-  model.path), whose log-probs are computed once and cached in output_dir/reference_logprobs.npz. With
+  """DPO (or any loss of dpo.loss) of model.path on data.train's pairs against the reference dpo.reference
+  (default: model.path), whose log-probs are computed once and cached in output_dir/reference_logprobs.npz
+  (not at all for reference-free losses). With
   dpo.uncertainty_coef > 0: pessimistic DPO (Eq. 10) with the reward ensemble's uncertainty margin."""
   out = config.output_dir
   if config.dpo.reference:
@@ -407,8 +428,12 @@ def run_dpo(config):
                                                                                  key="dpo.reference")[0]
       return reference_logprobs(loaded["model"], arrays, micro, mesh)
 
-    key = cache_key("reference log-probs", arrays, [reference_path], config.model)
-    arrays = {**arrays, **cached_arrays(os.path.join(out, f"reference_logprobs_{split}.npz"), key, reference)}
+    if uses_reference(config.dpo):
+      key = cache_key("reference log-probs", arrays, [reference_path], config.model)
+      arrays = {**arrays, **cached_arrays(os.path.join(out, f"reference_logprobs_{split}.npz"), key, reference)}
+    else:  # SFT / SimPO / ORPO alone: the rewards it reports are then beta * log pi, as TRL's CPO and ORPO
+      zeros = np.zeros(len(arrays["chosen_ids"]), np.float32)
+      arrays = {**arrays, "ref_chosen": zeros, "ref_rejected": zeros}
     if config.dpo.uncertainty_coef:
       key = cache_key("member_disagreement (centred per member)", arrays, folders, config.model)
       arrays.update(cached_arrays(os.path.join(out, f"uncertainty_{split}.npz"), key,

@@ -102,21 +102,23 @@ def test_pessimistic_dpo_population_optimum_is_gibbs_of_penalized_reward():
 
 
 def test_registry_has_one_signature_and_refuses_options_a_loss_cannot_honour():
-  args = (-1.0, -2.0, -1.5, -1.5, 0.1)
-  for name, (loss, honoured) in PAIRWISE_LOSSES.items():
-    assert pairwise_loss(name) is loss
-    assert np.isfinite(float(loss(*args, margin=None, label_smoothing=0.0)))  # the shared signature
-    if "margin" in honoured:  # the margin reaches the loss: z = beta * h + margin
-      assert float(loss(*args, margin=0.3)) != float(loss(*args))
+  args = (*(np.array([v]) for v in (-1.0, -2.0, -1.5, -1.5)), 0.1)  # [1]: some losses sort over the batch
+  lengths = (np.array([3.0]), np.array([4.0]))
+  for name, spec in PAIRWISE_LOSSES.items():
+    assert pairwise_loss(name) is spec.loss
+    smoothing = 0.1 if name == "exo_pair" else 0.0  # EXO's target needs eps > 0
+    plain = float(np.sum(spec.loss(*args, margin=None, label_smoothing=smoothing, lengths=lengths)))  # the shared signature
+    assert np.isfinite(plain)
+    if "margin" in spec.options:  # the margin reaches the loss: z = beta * h + margin
+      assert float(np.sum(spec.loss(*args, margin=0.3, label_smoothing=smoothing, lengths=lengths))) != plain
     else:
       with pytest.raises(ValueError, match=f"the {name} loss takes no margin"):
-        loss(*args, margin=0.3)
-    if "label_smoothing" in honoured:
-      assert float(loss(*args, label_smoothing=0.2)) != float(loss(*args))
+        spec.loss(*args, margin=0.3, lengths=lengths)
+    if "label_smoothing" in spec.options:
+      assert float(np.sum(spec.loss(*args, label_smoothing=0.2, lengths=lengths))) != plain
     else:
       with pytest.raises(ValueError, match=f"the {name} loss takes no label_smoothing"):
-        loss(*args, label_smoothing=0.2)
-  assert set(PAIRWISE_LOSSES) == {"dpo", "hinge", "ipo"}
-  with pytest.raises(ValueError, match="unknown pairwise loss 'kto'; registered: \\['dpo', 'hinge', 'ipo'\\]"):
+        spec.loss(*args, label_smoothing=0.2, lengths=lengths)
+  with pytest.raises(ValueError, match="unknown pairwise loss 'kto'; registered: \\['aot', 'aot_unpaired', 'apo_down'"):
     pairwise_loss("kto")
   check_options("dpo", margin=True, label_smoothing=0.5)  # DPO honours both

@@ -119,8 +119,8 @@ def test_pessimistic_dpo_moves_implicit_rewards_and_uses_cached_reference(assets
            "dpo.uncertainty_coef": 0.5, "dpo.reward_ensemble": ensemble[0]}
   summary = run("dpo", assets, out, **extra)
   log = [m for m in metrics(out) if "train/loss" in m]
-  assert log[-1]["train/rewards/margin"] > log[0]["train/rewards/margin"] + 0.05
-  assert summary["metrics"]["eval/rewards/accuracy"] >= 0.9 and summary["metrics"]["eval/rewards/chosen"] > \
+  assert log[-1]["train/rewards/margins"] > log[0]["train/rewards/margins"] + 0.05
+  assert summary["metrics"]["eval/rewards/accuracies"] >= 0.9 and summary["metrics"]["eval/rewards/chosen"] > \
       summary["metrics"]["eval/rewards/rejected"]
 
   # the cached reference log-probs are log pi0(y | x) of the starting policy, computed independently
@@ -196,6 +196,33 @@ def test_hinge_and_ipo_at_the_reference(assets, name, expected):
   dpo, _ = trainers.make_dpo_loss(C.load_config("dpo").dpo)(model, {**batch, "ref_chosen": ref_c - 1.0,
                                                                     "ref_rejected": ref_r})
   np.testing.assert_allclose(float(dpo), float(losses.dpo_loss(0.0, 0.0, -1.0, 0.0, 0.1)), rtol=1e-5)
+
+
+def test_combined_and_token_averaged_losses_see_the_response_token_counts(assets):
+  """dpo.loss=dpo,sft with loss_weights (TRL's RPO) and the reference-free SimPO on a real model: the token
+  counts are the responses' mask sums, the weights reach the sum, and SimPO ignores the reference."""
+  model, _ = hf_io.load_hf_checkpoint(assets["policy"])
+  pairs, _ = data.load_examples(assets["eval"], "preferences")
+  batch = {k: jnp.asarray(v) for k, v in data.tokenize_preferences(tok.load_tokenizer(assets["policy"]), pairs[:4],
+                                                                   64, 64).items()}
+  pi_c, pi_r = (np.asarray(v, np.float64) for v in trainers.policy_logprobs(model, batch))
+  n_c, n_r = np.asarray(batch["chosen_mask"]).sum(-1), np.asarray(batch["rejected_mask"]).sum(-1)
+  assert len(set(n_c.tolist() + n_r.tolist())) > 1  # lengths differ, so a wrong count would show
+  refs = {"ref_chosen": jnp.asarray(pi_c - 1.0, jnp.float32), "ref_rejected": jnp.asarray(pi_r, jnp.float32)}
+  section = C.load_config("dpo", None, ["dpo.loss=dpo,sft", "dpo.loss_weights=[1.0, 0.5]"]).dpo
+  loss, metrics = trainers.make_dpo_loss(section)(model, {**batch, **refs})
+  expected = float(losses.dpo_loss(0.0, 0.0, -1.0, 0.0, 0.1)) + 0.5 * -pi_c.sum() / n_c.sum()
+  np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+  assert set(metrics) == {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+                          "logps/chosen", "logps/rejected"}  # TRL's DPOTrainer names
+  simpo = trainers.make_dpo_loss(C.load_config("dpo", None, ["dpo.loss=simpo", "dpo.beta=2.0"]).dpo)
+  z = 2.0 * (pi_c / n_c - pi_r / n_r) - 0.5
+  expected = np.mean(np.logaddexp(0.0, -z))
+  for ref_shift in (0.0, 3.0):
+    shifted = {k: v + ref_shift for k, v in refs.items()}
+    np.testing.assert_allclose(float(simpo(model, {**batch, **shifted})[0]), expected, rtol=1e-5)
+  assert not trainers.uses_reference(C.load_config("dpo", None, ["dpo.loss=simpo"]).dpo)
+  assert trainers.uses_reference(section)
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(assets, tmp_path):
