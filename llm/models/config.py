@@ -37,6 +37,7 @@ class ModelConfig:
   qkv_bias: bool = False
   out_bias: bool = False
   mlp_bias: bool = False
+  qk_norm: bool = False  # Qwen3: RMSNorm over each head's queries and keys before RoPE
   tie_word_embeddings: bool = False
   sliding_window: int | None = None  # tokens a query sees (itself included) in the layers that slide
   layer_types: tuple = ()  # per layer "full_attention" | "sliding_attention" (HF's); empty: all slide if windowed

@@ -13,6 +13,7 @@ FAMILIES: dict[str, ModuleType] = {
     "llama": llama,
     "mistral": llama,
     "qwen2": llama,
+    "qwen3": llama,
     "gpt2": gpt2,
 }
 

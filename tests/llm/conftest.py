@@ -18,7 +18,7 @@ COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden
 def hf_configs():
   """One tiny config per family and feature: GQA, Llama-3 RoPE scaling, attention bias, tied embeddings,
   Mistral's sliding window (shorter than the test sequences), Qwen2's qkv bias, Qwen2's window in the layers
-  from max_window_layers on only, GPT-2."""
+  from max_window_layers on only, Qwen3's q/k norms (with a head_dim that is not hidden / heads), GPT-2."""
   llama3_rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                  "original_max_position_embeddings": 16, "rope_theta": 500000.0}
   return {
@@ -30,6 +30,7 @@ def hf_configs():
       "qwen2": transformers.Qwen2Config(**COMMON, num_key_value_heads=2),
       "qwen2_window": transformers.Qwen2Config(**{**COMMON, "num_hidden_layers": 3}, num_key_value_heads=2,
                                                use_sliding_window=True, sliding_window=3, max_window_layers=1),
+      "qwen3": transformers.Qwen3Config(**COMMON, num_key_value_heads=2, head_dim=16, attention_bias=True),
       "gpt2": transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64,
                                       bos_token_id=0, eos_token_id=0),
   }

@@ -17,7 +17,7 @@ from llm.models import config as model_config
 from llm.models import hf_io
 from llm.models.transformer import init_model
 
-FAMILIES = ["gpt2", "llama", "llama3_tied_bias", "mistral_window", "qwen2", "qwen2_window"]  # conftest.hf_configs
+FAMILIES = ["gpt2", "llama", "llama3_tied_bias", "mistral_window", "qwen2", "qwen2_window", "qwen3"]  # conftest.hf_configs
 
 
 def torch_forward(model, ids, mask, positions):
@@ -40,7 +40,7 @@ def test_logits_match_transformers_with_left_and_right_padding(name, hf_folder, 
   np.testing.assert_allclose(logits[real], expected[real], atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["llama", "gpt2"])
+@pytest.mark.parametrize("name", ["llama", "qwen3", "gpt2"])
 def test_sequence_classification_scores_match(name, hf_folder, padded_batch):
   torch_model, folder = hf_folder(name, "score")
   model, config = hf_io.load_hf_checkpoint(folder)
@@ -52,7 +52,8 @@ def test_sequence_classification_scores_match(name, hf_folder, padded_batch):
 
 
 @pytest.mark.parametrize("name,head,shard", [("llama3_tied_bias", "causal", None), ("qwen2", "causal", 20_000),
-                                             ("gpt2", "causal", 20_000), ("llama", "score", None)])
+                                             ("gpt2", "causal", 20_000), ("llama", "score", None),
+                                             ("qwen3", "causal", None)])
 def test_export_round_trip(name, head, shard, tmp_path, tiny_hf_configs, padded_batch):
   pytest.importorskip("torch")
   import transformers

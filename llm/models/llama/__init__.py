@@ -1,4 +1,4 @@
-"""The Llama family (Llama 2/3, Mistral, Qwen2): RMSNorm, rotary attention with grouped-query heads,
+"""The Llama family (Llama 2/3, Mistral, Qwen2, Qwen3): RMSNorm, rotary attention with grouped-query heads,
 SwiGLU MLP. The family interface of llm.models.registry: Block, final_norm, position_embedding (none:
 RoPE is applied inside the block), and the HF mapping in `hf` (config fields, architectures, tensor names).
 """

@@ -1,5 +1,5 @@
-"""The Llama-family block (Llama 2/3, Mistral, Qwen2): RMSNorm, rotary attention with grouped-query heads,
-SwiGLU MLP. Shapes: B batch, T tokens, E = hidden_size, N heads, K kv heads, H head_dim, F = intermediate."""
+"""The Llama-family block (Llama 2/3, Mistral, Qwen2, Qwen3): RMSNorm, rotary attention with grouped-query
+heads (Qwen3: RMSNorm over each head's queries and keys), SwiGLU MLP. Shapes: B batch, T tokens, E = hidden_size, N heads, K kv heads, H head_dim, F = intermediate."""
 
 import math
 
@@ -64,6 +64,9 @@ class Block(nnx.Module):
     self.k_proj = linear(e, k * h, ("embed", "kv_heads"), bias=config.qkv_bias, **kw)
     self.v_proj = linear(e, k * h, ("embed", "kv_heads"), bias=config.qkv_bias, **kw)
     self.o_proj = linear(n * h, e, ("q_heads", "embed"), bias=config.out_bias, **kw)
+    if config.qk_norm:
+      self.q_norm = RMSNorm(h, config.norm_eps, param_dtype=config.weight_dtype)
+      self.k_norm = RMSNorm(h, config.norm_eps, param_dtype=config.weight_dtype)
     self.post_norm = RMSNorm(e, config.norm_eps, param_dtype=config.weight_dtype)
     self.gate_proj = linear(e, f, ("embed", "mlp"), bias=config.mlp_bias, **kw)
     self.up_proj = linear(e, f, ("embed", "mlp"), bias=config.mlp_bias, **kw)
@@ -77,8 +80,11 @@ class Block(nnx.Module):
     x = x.reshape(b * t, e)  # tokens flattened: 2-D matmuls (see llm.models.layers.linear)
     y = self.input_norm(x)
     inv_freq = rope_frequencies(c)
-    q = apply_rope(self.q_proj(y).reshape(b, t, c.num_heads, c.head_dim), ctx.positions, inv_freq)
-    k = apply_rope(self.k_proj(y).reshape(b, t, c.num_kv_heads, c.head_dim), ctx.positions, inv_freq)
+    q = self.q_proj(y).reshape(b, t, c.num_heads, c.head_dim)
+    k = self.k_proj(y).reshape(b, t, c.num_kv_heads, c.head_dim)
+    if c.qk_norm:
+      q, k = self.q_norm(q), self.k_norm(k)
+    q, k = apply_rope(q, ctx.positions, inv_freq), apply_rope(k, ctx.positions, inv_freq)
     v = self.v_proj(y).reshape(b, t, c.num_kv_heads, c.head_dim)
     k_all, v_all = attention.cached_keys_values(layer_cache, k, v, ctx.cache_index)
     out = attention.attend(q, k_all, v_all, ctx.mask, c.head_dim ** -0.5, causal=ctx.cache_index is None)

@@ -2,7 +2,7 @@
 and the tensor-name table of its safetensors checkpoints (linear weights are [out, in] there, [in, out]
 here: transposed)."""
 
-NAMES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}  # HF model_type -> class-name prefix
+NAMES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}  # HF model_type -> class-name prefix
 
 
 def architectures(model_type):
@@ -23,7 +23,7 @@ def config_from_hf(c, model_type):
   bias = bool(c.get("attention_bias", False))
   window = c.get("sliding_window") if (model_type == "mistral" or c.get("use_sliding_window")) else None
   layer_types = ()
-  if model_type == "qwen2" and window is not None:  # Qwen2 slides only in the layers from max_window_layers on
+  if model_type in ("qwen2", "qwen3") and window is not None:  # Qwen slides only from max_window_layers on
     layer_types = tuple(c.get("layer_types") or ["sliding_attention" if i >= c.get("max_window_layers", 0)
                                                  else "full_attention" for i in range(c["num_hidden_layers"])])
   return dict(hidden_size=c["hidden_size"], num_layers=c["num_hidden_layers"],
@@ -33,7 +33,7 @@ def config_from_hf(c, model_type):
               intermediate_size=c["intermediate_size"],
               max_position_embeddings=c["max_position_embeddings"], norm_eps=c["rms_norm_eps"],
               rope_theta=float(theta), rope_scaling=scaling,
-              qkv_bias=bias or model_type == "qwen2", out_bias=bias,
+              qkv_bias=bias or model_type == "qwen2", out_bias=bias, qk_norm=model_type == "qwen3",
               mlp_bias=bool(c.get("mlp_bias", False)), sliding_window=window, layer_types=layer_types,
               tie_word_embeddings=bool(c.get("tie_word_embeddings", False)))
 
@@ -52,13 +52,15 @@ def config_to_hf(config, common):
     kwargs.update(attention_bias=config.out_bias, mlp_bias=config.mlp_bias)
   if config.model_type == "mistral":
     kwargs.update(sliding_window=config.sliding_window)
-  if config.model_type == "qwen2":
+  if config.model_type == "qwen3":
+    kwargs.update(attention_bias=config.out_bias)
+  if config.model_type in ("qwen2", "qwen3"):
     kwargs.update(use_sliding_window=config.sliding_window is not None, sliding_window=config.sliding_window)
     if config.sliding_window is not None:
       kwargs.update(layer_types=[("sliding_attention" if config.slides(i) else "full_attention")
                                  for i in range(config.num_layers)])
   cls = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig,
-         "qwen2": transformers.Qwen2Config}[config.model_type]
+         "qwen2": transformers.Qwen2Config, "qwen3": transformers.Qwen3Config}[config.model_type]
   return cls(**common, **kwargs)
 
 
@@ -75,6 +77,9 @@ def param_table(config):
       table[f"{hf}self_attn.{name}.weight"] = ((*ours, name, "kernel"), True)
       if bias:
         table[f"{hf}self_attn.{name}.bias"] = ((*ours, name, "bias"), False)
+    if config.qk_norm:
+      for name in ("q_norm", "k_norm"):
+        table[f"{hf}self_attn.{name}.weight"] = ((*ours, name, "scale"), False)
     for name in ("gate_proj", "up_proj", "down_proj"):
       table[f"{hf}mlp.{name}.weight"] = ((*ours, name, "kernel"), True)
       if config.mlp_bias:
