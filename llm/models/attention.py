@@ -54,7 +54,7 @@ def attention_mask_4d(q_positions, k_positions, k_valid, q_slots, k_slots, windo
   return visible[:, None]
 
 
-def grouped_attention(q, k, v, mask, scale):
+def grouped_attention(q, k, v, mask, scale, softcap=None):
   """softmax(q k^T * scale + mask) v with each key/value head shared by its G = N / K query heads,
   computed in the layout [B, K, G, T, H] x [B, K, S, H] (batch dimensions leading, as XLA's CPU matmuls
   want them) with float32 (or wider) scores, and normalized after the value product:
@@ -65,13 +65,15 @@ def grouped_attention(q, k, v, mask, scale):
   k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, H]
   score_dtype = jnp.promote_types(q.dtype, jnp.float32)
   scores = jnp.einsum("bkgth,bksh->bkgts", q, k, preferred_element_type=score_dtype)
+  if softcap is not None:  # Gemma 2: scores squashed into (-softcap, softcap) before the mask
+    scores = softcap * jnp.tanh(scores / softcap)
   scores = jnp.where(mask[:, :, None], scores, jnp.finfo(score_dtype).min)  # mask [B, 1, T, S]
   e = jnp.exp(scores - jax.lax.stop_gradient(scores.max(-1, keepdims=True)))
   out = jnp.einsum("bkgts,bksh->bkgth", e.astype(v.dtype), v) / e.sum(-1, keepdims=True).astype(v.dtype)
   return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
 
 
-def causal_blocks_attention(q, k, v, mask, scale, *, block=128, max_blocks=4):
+def causal_blocks_attention(q, k, v, mask, scale, softcap=None, *, block=128, max_blocks=4):
   """`grouped_attention` when the keys are the queries' own tokens in order (S = T, causal mask): the
   queries in n <= max_blocks blocks of >= `block` rows, block i attending only to the keys up to its
   last row, which skips (n - 1) / (2 n) of the score matrix (all of it masked). (Smaller blocks made
@@ -80,12 +82,13 @@ def causal_blocks_attention(q, k, v, mask, scale, *, block=128, max_blocks=4):
   n = max(1, min(max_blocks, t // block))
   ends = [(i + 1) * t // n for i in range(n)]
   starts = [0] + ends[:-1]
-  return jnp.concatenate([grouped_attention(q[:, a:z], k[:, :z], v[:, :z], mask[:, :, a:z, :z], scale)
+  return jnp.concatenate([grouped_attention(q[:, a:z], k[:, :z], v[:, :z], mask[:, :, a:z, :z], scale, softcap)
                           for a, z in zip(starts, ends)], axis=1)
 
 
-def attend(q, k, v, mask, scale, *, causal=False):
-  """softmax(q k^T * scale + mask) v, q [B, T, N, H], k, v [B, S, K, H], mask [B, 1, T, S] -> [B, T, N, H].
+def attend(q, k, v, mask, scale, *, causal=False, softcap=None):
+  """softmax(q k^T * scale + mask) v, q [B, T, N, H], k, v [B, S, K, H], mask [B, 1, T, S] -> [B, T, N, H];
+  with `softcap`, the scores are softcap * tanh(scores / softcap) first (Gemma 2).
 
   causal: the keys are the queries' own T tokens in order (a forward pass without a cache), so no query
   sees a later key. A query that sees no key at all (a padding position) gets an unspecified average of
@@ -93,11 +96,14 @@ def attend(q, k, v, mask, scale, *, causal=False):
 
   On CPU the attention is `grouped_attention` (in causal blocks when `causal`): 1.1-1.2x faster than
   `jax.nn.dot_product_attention` there, forward + backward (benchmarks/llm_step.py). On other platforms
-  it is `jax.nn.dot_product_attention` with its default (XLA) implementation; cuDNN's flash attention
-  (implementation="cudnn") has not been validated on a GPU here.
+  it is `jax.nn.dot_product_attention` with its default (XLA) implementation (`grouped_attention` with a
+  softcap, which it does not take); cuDNN's flash attention (implementation="cudnn") has not been
+  validated on a GPU here.
   """
   k, v = k.astype(q.dtype), v.astype(q.dtype)
-  cpu = functools.partial(causal_blocks_attention if causal else grouped_attention, scale=scale)
+  cpu = functools.partial(causal_blocks_attention if causal else grouped_attention, scale=scale, softcap=softcap)
+  if softcap is not None:
+    return cpu(q, k, v, mask)
   return jax.lax.platform_dependent(
       q, k, v, mask, cpu=cpu,
       default=lambda q, k, v, mask: jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale))

@@ -37,7 +37,12 @@ class ModelConfig:
   qkv_bias: bool = False
   out_bias: bool = False
   mlp_bias: bool = False
-  qk_norm: bool = False  # Qwen3: RMSNorm over each head's queries and keys before RoPE
+  qk_norm: bool = False  # Qwen3, Gemma 3: RMSNorm over each head's queries and keys before RoPE
+  embedding_multiplier: float = 1.0  # Gemma: token embeddings times sqrt(hidden_size)
+  query_pre_attn_scalar: int | float | None = None  # Gemma: attention scale query_pre_attn_scalar^-1/2 (None: head_dim)
+  attn_logit_softcap: float | None = None  # Gemma 2: attention scores cap * tanh(s / cap)
+  final_logit_softcap: float | None = None  # Gemma 2: LM logits cap * tanh(logits / cap)
+  local_rope_theta: float | None = None  # Gemma 3: the RoPE base of the sliding layers (None: rope_theta)
   tie_word_embeddings: bool = False
   sliding_window: int | None = None  # tokens a query sees (itself included) in the layers that slide
   layer_types: tuple = ()  # per layer "full_attention" | "sliding_attention" (HF's); empty: all slide if windowed

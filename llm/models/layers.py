@@ -1,6 +1,7 @@
 """Small layers shared by the families, with logical axis names on every parameter (mapped to mesh axes by
-llm.parallel.sharding's rules): Linear (kernel [in, out]) and LayerNorm."""
+llm.parallel.sharding's rules): Linear (kernel [in, out]) and LayerNorm; and the rotary embedding."""
 
+import jax.numpy as jnp
 from flax import nnx
 
 INIT_STD = 0.02  # transformers' initializer_range default
@@ -28,3 +29,13 @@ def layer_norm(config, *, rngs):
                        param_dtype=config.weight_dtype,
                        scale_init=annotated(nnx.initializers.ones, ("norm",)),
                        bias_init=annotated(nnx.initializers.zeros, ("norm",)), rngs=rngs)
+
+
+def apply_rope(x, positions, inv_freq):
+  """Rotary embedding, transformers' rotate-half layout: x [B, T, N, H], positions [B, T]."""
+  angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, H/2]
+  cos = jnp.concatenate([jnp.cos(angles)] * 2, axis=-1)[:, :, None, :].astype(x.dtype)
+  sin = jnp.concatenate([jnp.sin(angles)] * 2, axis=-1)[:, :, None, :].astype(x.dtype)
+  half = x.shape[-1] // 2
+  rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+  return x * cos + rotated * sin

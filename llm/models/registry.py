@@ -7,13 +7,15 @@ family is that folder plus one line here.
 
 from types import ModuleType
 
-from llm.models import gpt2, llama
+from llm.models import gemma, gpt2, llama
 
 FAMILIES: dict[str, ModuleType] = {
     "llama": llama,
     "mistral": llama,
     "qwen2": llama,
     "qwen3": llama,
+    "gemma2": gemma,
+    "gemma3_text": gemma,
     "gpt2": gpt2,
 }
 

@@ -28,7 +28,7 @@ class Transformer(nnx.Module):
     self.embed = nnx.Embed(config.vocab_size, config.hidden_size, dtype=config.compute_dtype,
                            param_dtype=config.weight_dtype, embedding_init=embed_init, rngs=rngs)
     self.position_embed = family.position_embedding(config, rngs=rngs)  # None where the blocks use RoPE
-    self.blocks = nnx.List([family.Block(config, rngs=rngs) for _ in range(config.num_layers)])
+    self.blocks = nnx.List([family.Block(config, i, rngs=rngs) for i in range(config.num_layers)])
     self.final_norm = family.final_norm(config, rngs=rngs)
     head_init = annotated(nnx.initializers.normal(INIT_STD), ("embed", "vocab"))
     if config.num_labels is not None:
@@ -52,6 +52,8 @@ class Transformer(nnx.Module):
     full, sliding = (attention.layer_context(attention_mask, positions, cache, window)
                      for window in (None, self.config.sliding_window))
     x = self.embed(input_ids)
+    if self.config.embedding_multiplier != 1.0:  # Gemma: sqrt(hidden_size), rounded to the weights' dtype
+      x = x * jnp.asarray(self.config.embedding_multiplier, self.config.weight_dtype).astype(x.dtype)
     if self.position_embed is not None:
       x = x + self.position_embed(positions)
     new_keys, new_values = [], []
@@ -74,6 +76,8 @@ class Transformer(nnx.Module):
     weight = self.embed.embedding[...].T if self.config.tie_word_embeddings else self.lm_head.kernel[...]
     dtype = self.config.compute_dtype
     logits = vocab_logits(hidden.reshape(-1, hidden.shape[-1]).astype(dtype), weight.astype(dtype))
+    if self.config.final_logit_softcap is not None:  # Gemma 2: cap * tanh(logits / cap)
+      logits = softcap(logits, self.config.final_logit_softcap)
     return logits.reshape(*hidden.shape[:-1], logits.shape[-1])
 
   def __call__(self, input_ids, attention_mask=None, *, cache=None):
@@ -88,6 +92,11 @@ class Transformer(nnx.Module):
     else:
       result = self.logits(hidden)
     return result if cache is None else (result, new_cache)
+
+
+def softcap(x, cap):
+  """cap * tanh(x / cap): x squashed smoothly into (-cap, cap) (Gemma 2's logit soft-capping)."""
+  return cap * jnp.tanh(x / cap)
 
 
 def f32_matmul(a, b):

@@ -18,7 +18,9 @@ COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden
 def hf_configs():
   """One tiny config per family and feature: GQA, Llama-3 RoPE scaling, attention bias, tied embeddings,
   Mistral's sliding window (shorter than the test sequences), Qwen2's qkv bias, Qwen2's window in the layers
-  from max_window_layers on only, Qwen3's q/k norms (with a head_dim that is not hidden / heads), GPT-2."""
+  from max_window_layers on only, Qwen3's q/k norms (with a head_dim that is not hidden / heads), Gemma 2 (soft-capped scores
+  and logits small enough to bite, sliding layers), Gemma 3 (q/k norms, linear-scaled global RoPE, a
+  local RoPE base, one global layer), GPT-2."""
   llama3_rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                  "original_max_position_embeddings": 16, "rope_theta": 500000.0}
   return {
@@ -31,6 +33,15 @@ def hf_configs():
       "qwen2_window": transformers.Qwen2Config(**{**COMMON, "num_hidden_layers": 3}, num_key_value_heads=2,
                                                use_sliding_window=True, sliding_window=3, max_window_layers=1),
       "qwen3": transformers.Qwen3Config(**COMMON, num_key_value_heads=2, head_dim=16, attention_bias=True),
+      "gemma2": transformers.Gemma2Config(**COMMON, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=12,
+                                          sliding_window=4, attn_logit_softcapping=0.005, final_logit_softcapping=0.5),
+      "gemma3": transformers.Gemma3TextConfig(**{**COMMON, "num_hidden_layers": 3}, num_key_value_heads=1, head_dim=16,
+                                              query_pre_attn_scalar=24, sliding_window=4,
+                                              layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                                              rope_parameters={"full_attention": {"rope_type": "linear", "factor": 4.0,
+                                                                                  "rope_theta": 1e6},
+                                                               "sliding_attention": {"rope_type": "default",
+                                                                                     "rope_theta": 100.0}}),
       "gpt2": transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64,
                                       bos_token_id=0, eos_token_id=0),
   }

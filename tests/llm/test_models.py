@@ -17,7 +17,8 @@ from llm.models import config as model_config
 from llm.models import hf_io
 from llm.models.transformer import init_model
 
-FAMILIES = ["gpt2", "llama", "llama3_tied_bias", "mistral_window", "qwen2", "qwen2_window", "qwen3"]  # conftest.hf_configs
+FAMILIES = ["gpt2", "llama", "llama3_tied_bias", "mistral_window", "qwen2", "qwen2_window", "qwen3", "gemma2",
+            "gemma3"]  # conftest.hf_configs
 
 
 def torch_forward(model, ids, mask, positions):
@@ -40,7 +41,7 @@ def test_logits_match_transformers_with_left_and_right_padding(name, hf_folder, 
   np.testing.assert_allclose(logits[real], expected[real], atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["llama", "qwen3", "gpt2"])
+@pytest.mark.parametrize("name", ["llama", "qwen3", "gemma2", "gemma3", "gpt2"])
 def test_sequence_classification_scores_match(name, hf_folder, padded_batch):
   torch_model, folder = hf_folder(name, "score")
   model, config = hf_io.load_hf_checkpoint(folder)
@@ -53,7 +54,8 @@ def test_sequence_classification_scores_match(name, hf_folder, padded_batch):
 
 @pytest.mark.parametrize("name,head,shard", [("llama3_tied_bias", "causal", None), ("qwen2", "causal", 20_000),
                                              ("gpt2", "causal", 20_000), ("llama", "score", None),
-                                             ("qwen3", "causal", None)])
+                                             ("qwen3", "causal", None), ("gemma2", "causal", None),
+                                             ("gemma3", "score", None)])
 def test_export_round_trip(name, head, shard, tmp_path, tiny_hf_configs, padded_batch):
   pytest.importorskip("torch")
   import transformers
@@ -74,7 +76,7 @@ def test_export_round_trip(name, head, shard, tmp_path, tiny_hf_configs, padded_
   np.testing.assert_array_equal(np.asarray(reloaded(jnp.asarray(ids, jnp.int32), jnp.asarray(mask))), ours)
 
 
-@pytest.mark.parametrize("name", ["llama", "gpt2"])
+@pytest.mark.parametrize("name", ["llama", "gemma3", "gpt2"])
 def test_greedy_generation_equals_transformers_generate(name, hf_folder):
   import torch
   torch_model, folder = hf_folder(name)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from llm.models import attention
-from llm.models.layers import annotated, linear
+from llm.models.layers import annotated, apply_rope, linear
 
 
 class RMSNorm(nnx.Module):
@@ -41,20 +41,11 @@ def rope_frequencies(config):
   return jnp.where(medium, smoothed, scaled)
 
 
-def apply_rope(x, positions, inv_freq):
-  """Rotary embedding, transformers' rotate-half layout: x [B, T, N, H], positions [B, T]."""
-  angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, H/2]
-  cos = jnp.concatenate([jnp.cos(angles)] * 2, axis=-1)[:, :, None, :].astype(x.dtype)
-  sin = jnp.concatenate([jnp.sin(angles)] * 2, axis=-1)[:, :, None, :].astype(x.dtype)
-  half = x.shape[-1] // 2
-  rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-  return x * cos + rotated * sin
-
-
 class Block(nnx.Module):
   """x + attn(norm(x)), then x + mlp(norm(x)); attn with RoPE and GQA, mlp = down(silu(gate x) * up x)."""
 
-  def __init__(self, config, *, rngs):
+  def __init__(self, config, layer, *, rngs):
+    del layer  # every layer of this family has the same parameters and rotary embedding
     e, n, k, h, f = (config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim,
                      config.intermediate_size)
     kw = dict(config=config, rngs=rngs)
