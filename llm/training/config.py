@@ -26,8 +26,8 @@ COMMANDS = ("sft", "reward", "dpo", "sample", "label", "evaluate", "rso", "multi
 
 @dataclasses.dataclass
 class ModelSection:
-  path: str = ""  # local HF folder (config.json + safetensors), the policy / model to train
-  tokenizer: str = ""  # local tokenizer folder (default: path)
+  path: str = ""  # HF folder (config.json + safetensors) or a cached repo id: the policy / model to train
+  tokenizer: str = ""  # tokenizer folder or cached repo id (default: path)
   param_dtype: str = "float32"  # storage dtype of the parameters: float32 | bfloat16
   compute_dtype: str = ""  # activation / matmul dtype (default: param_dtype); bf16 with f32 params is mixed precision
   remat: bool = False  # rematerialize each layer in the backward pass
@@ -245,6 +245,7 @@ def load_config(command, path=None, overrides=()):
     if not sep:
       raise ValueError(f"override {item!r}: expected key=value (e.g. train.learning_rate=1e-5)")
     set_key(config, key.strip(), yaml.safe_load(text) if text.strip() else "", f"override {item!r}")
+  resolve_cached_models(config)
   validate(config)
   if command not in ("sample", "label", "evaluate") and config.model.param_dtype == "bfloat16":
     raise ValueError(f"{command} trains, and model.param_dtype=bfloat16 has no float32 master copy: AdamW "
@@ -371,12 +372,36 @@ def validate(config):
     raise ValueError(f"train.mesh: unknown axes {unknown}; accepted: {list(sharding.MESH_AXES)}")
 
 
+# Keys that name a model or tokenizer folder: each may instead be a Hugging Face repo id in the local cache.
+MODEL_FOLDERS = ("model.path", "model.tokenizer", "dpo.reference", "oracle.path", "evaluate.reference",
+                 "evaluate.baseline", "pipeline.proxy_reward")
+
+
+def resolve_cached_models(config):
+  """Sets every MODEL_FOLDERS key that names no local path but a Hugging Face repo id ("org/name") whose
+  snapshot is already in the local cache (HF_HUB_CACHE, as transformers finds it) to that snapshot's
+  folder. Nothing is downloaded: an id that is not cached stays as it is and is reported missing where
+  the folder is opened."""
+  import huggingface_hub
+  from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+  for key in MODEL_FOLDERS:
+    value = get_key(config, key)
+    if not value or os.path.exists(value):
+      continue
+    try:
+      folder = huggingface_hub.snapshot_download(value, local_files_only=True)
+    except (HFValidationError, LocalEntryNotFoundError, ValueError):
+      continue
+    set_key(config, key, folder, key)
+
+
 def require_file(key, path, *, folder=False):
   """Raises a ValueError naming the config key when `path` is empty or does not exist."""
   if not path:
     raise ValueError(f"{key} is required (a {'folder' if folder else 'file'} path)")
   if not (os.path.isdir(path) if folder else os.path.isfile(path)):
-    raise ValueError(f"{key}: {path}: no such {'folder' if folder else 'file'}")
+    cache = " (nor a Hugging Face repo id in the local cache; nothing is downloaded)" if key in MODEL_FOLDERS else ""
+    raise ValueError(f"{key}: {path}: no such {'folder' if folder else 'file'}{cache}")
   return path
 
 

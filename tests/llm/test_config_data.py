@@ -70,6 +70,29 @@ def test_missing_files_are_named(tmp_path):
     C.require_file("model.path", "", folder=True)
 
 
+def test_a_cached_hub_repo_id_resolves_to_its_snapshot_and_nothing_is_downloaded(tmp_path, monkeypatch):
+  """model.path (and every model-folder key) may be a repo id already in the Hugging Face cache, laid out
+  as huggingface_hub writes it: refs/main names the snapshot folder."""
+  import huggingface_hub
+  monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  repo = tmp_path / "hub" / "models--acme--tiny-llama"
+  commit = "0123456789abcdef0123456789abcdef01234567"
+  (repo / "snapshots" / commit).mkdir(parents=True)
+  (repo / "snapshots" / commit / "config.json").write_text("{}")
+  (repo / "refs").mkdir()
+  (repo / "refs" / "main").write_text(commit)
+  config = C.load_config("dpo", None, ["model.path=acme/tiny-llama", "dpo.reference=acme/tiny-llama",
+                                       f"evaluate.reference={tmp_path}"])
+  assert config.model.path == config.dpo.reference == str(repo / "snapshots" / commit)
+  assert config.evaluate.reference == str(tmp_path)  # a local folder stays as it is
+  config = C.load_config("dpo", None, ["model.path=acme/not-cached"])
+  assert config.model.path == "acme/not-cached"
+  with pytest.raises(ValueError, match="model.path: acme/not-cached: no such folder \\(nor a Hugging Face repo id in "
+                                       "the local cache; nothing is downloaded\\)"):
+    C.require_file("model.path", config.model.path, folder=True)
+
+
 @pytest.mark.parametrize("path", sorted(set(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
                                          - set(glob.glob(os.path.join(ROOT, "configs", "builtin_*.yaml")))))
 def test_shipped_configs_validate_for_every_command(path):
