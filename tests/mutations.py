@@ -82,8 +82,21 @@ MUTATIONS = [
      ["tests/bandit_sim/test_experiments.py"]),
     ("sample command ignores temperature", "llm/preference/stages.py", "temperature=temperature, top_k=top_k,",
      "temperature=1.0, top_k=top_k,", ["tests/llm/test_oracle_evaluate.py", "-k", "exact_truncated"]),
+    ("sft loss averaged per example, not per token", "gshf_jax/losses.py",
+     "return -pi_c * pi_c.shape[0] / jnp.sum(n_c)", "return -pi_c / n_c", ["tests/gshf_jax/test_loss_family.py"]),
+    ("simpo margin added instead of subtracted", "gshf_jax/losses.py",
+     "return smoothed_logistic(beta * (jnp.asarray(pi_c) / n_c - jnp.asarray(pi_r) / n_r) - gamma, label_smoothing)",
+     "return smoothed_logistic(beta * (jnp.asarray(pi_c) / n_c - jnp.asarray(pi_r) / n_r) + gamma, label_smoothing)",
+     ["tests/gshf_jax/test_loss_family.py"]),
+    ("gemma norm scales by w, not 1 + w", "llm/models/gemma/block.py",
+     "return (normed * (1.0 + self.scale[...].astype(jnp.float32))).astype(x.dtype)",
+     "return (normed * self.scale[...].astype(jnp.float32)).astype(x.dtype)",
+     ["tests/llm/test_models.py", "-k", "logits_match and gemma"]),
+    ("qwen3 skips its q/k norms", "llm/models/llama/block.py", "      q, k = self.q_norm(q), self.k_norm(k)",
+     "      q, k = q, k", ["tests/llm/test_models.py", "-k", "logits_match and qwen3"]),
+    ("gemma 2 attention scores not soft-capped", "llm/models/gemma/block.py", "softcap=c.attn_logit_softcap)",
+     "softcap=None)", ["tests/llm/test_models.py", "-k", "logits_match and gemma2"]),
 ]
-
 
 def tracked_copy(destination):
   files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()

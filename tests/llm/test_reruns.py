@@ -62,7 +62,7 @@ def test_a_finished_run_is_reused_only_with_the_same_settings_and_inputs(assets,
   changed.write_text("".join(lines[:-1]))
   with pytest.raises(ValueError, match=r"\(data.train: contents changed\)"):
     sft(assets, run_copy, **{"data.train": str(changed)})
-  with pytest.raises(ValueError, match=r"^model.path: .*nope: no such folder$"):  # not the old summary, exit 0
+  with pytest.raises(ValueError, match=r"^model.path: .*nope: no such folder \(nor a Hugging Face repo id in the local cache; nothing is downloaded\)$"):  # not the old summary, exit 0
     sft(assets, run_copy, **{"model.path": str(tmp_path / "nope")})
   policy = shutil.copytree(assets["policy"], tmp_path / "policy")
   config = json.load(open(policy / "config.json"))
