@@ -41,7 +41,7 @@ def test_logits_match_transformers_with_left_and_right_padding(name, hf_folder, 
   np.testing.assert_allclose(logits[real], expected[real], atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["llama", "qwen3", "gemma2", "gemma3", "gpt2"])
+@pytest.mark.parametrize("name", ["llama", "gemma3", "gpt2"])  # the head is shared: one per family
 def test_sequence_classification_scores_match(name, hf_folder, padded_batch):
   torch_model, folder = hf_folder(name, "score")
   model, config = hf_io.load_hf_checkpoint(folder)
