@@ -141,10 +141,7 @@ def aot_loss(pi_c, pi_r, ref_c, ref_r, beta, *, margin=None, label_smoothing=0.0
   log pi(a_w) - log pi(a_l) and reference log-ratios, each sorted over the batch, matched rank by rank:
   the label-smoothed logistic loss of beta * (sorted policy - sorted reference). Inputs [n]."""
   check_options("aot", margin=margin is not None, label_smoothing=label_smoothing)
-  _checks.check_positive("beta", beta)
-  _checks.check_shape("pi_c", jnp.asarray(pi_c), (None,))
-  delta = jnp.sort(jnp.asarray(pi_c) - pi_r) - jnp.sort(jnp.asarray(ref_c) - ref_r)
-  return smoothed_logistic(beta * delta, label_smoothing)
+  return _rank_matched(jnp.asarray(pi_c) - pi_r, jnp.asarray(ref_c) - ref_r, beta, label_smoothing)
 
 
 def aot_unpaired_loss(pi_c, pi_r, ref_c, ref_r, beta, *, margin=None, label_smoothing=0.0, lengths=None):
@@ -152,10 +149,14 @@ def aot_unpaired_loss(pi_c, pi_r, ref_c, ref_r, beta, *, margin=None, label_smoo
   ones, each sorted over the batch, matched rank by rank: the label-smoothed logistic loss of
   beta * (sorted chosen - sorted rejected). Inputs [n]."""
   check_options("aot_unpaired", margin=margin is not None, label_smoothing=label_smoothing)
+  return _rank_matched(jnp.asarray(pi_c) - ref_c, jnp.asarray(pi_r) - ref_r, beta, label_smoothing)
+
+
+def _rank_matched(a, b, beta, label_smoothing):
+  """The label-smoothed logistic loss of beta * (sort(a) - sort(b)) over a batch [n] (AOT's matching)."""
   _checks.check_positive("beta", beta)
-  _checks.check_shape("pi_c", jnp.asarray(pi_c), (None,))
-  delta = jnp.sort(jnp.asarray(pi_c) - ref_c) - jnp.sort(jnp.asarray(pi_r) - ref_r)
-  return smoothed_logistic(beta * delta, label_smoothing)
+  _checks.check_shape("the log-ratios", a, (None,))
+  return smoothed_logistic(beta * (jnp.sort(a) - jnp.sort(b)), label_smoothing)
 
 
 def apo_zero_loss(pi_c, pi_r, ref_c, ref_r, beta, *, margin=None, label_smoothing=0.0, lengths=None):

@@ -10,6 +10,7 @@ from flax import nnx
 
 from llm.models import attention
 from llm.models.layers import annotated, apply_rope, linear
+from llm.models.llama.block import position_embedding as position_embedding  # none: RoPE in the blocks
 
 
 class RMSNorm(nnx.Module):
@@ -86,7 +87,3 @@ def final_norm(config, *, rngs):
   del rngs  # the family interface's signature; RMSNorm has no random init
   return RMSNorm(config.hidden_size, config.norm_eps, param_dtype=config.weight_dtype)
 
-
-def position_embedding(config, *, rngs):
-  """None: positions enter through RoPE inside each block."""
-  del config, rngs

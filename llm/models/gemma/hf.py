@@ -2,6 +2,8 @@
 config.json fields <-> ModelConfig fields, architecture names, and the tensor-name table of its
 safetensors checkpoints (linear weights are [out, in] there, [in, out] here: transposed)."""
 
+from llm.models.llama.hf import attention_table
+
 ARCHITECTURES = {"gemma2": ("Gemma2ForCausalLM", "Gemma2ForSequenceClassification"),
                  "gemma3_text": ("Gemma3ForCausalLM", "Gemma3TextForSequenceClassification")}
 
@@ -80,14 +82,7 @@ def param_table(config):
     hf, ours = f"{prefix}layers.{i}.", ("blocks", i)
     for theirs, name in norms.items():
       table[f"{hf}{theirs}.weight"] = ((*ours, name, "scale"), False)
-    for name, bias in (("q_proj", config.qkv_bias), ("k_proj", config.qkv_bias), ("v_proj", config.qkv_bias),
-                       ("o_proj", config.out_bias)):
-      table[f"{hf}self_attn.{name}.weight"] = ((*ours, name, "kernel"), True)
-      if bias:
-        table[f"{hf}self_attn.{name}.bias"] = ((*ours, name, "bias"), False)
-    if config.qk_norm:
-      for name in ("q_norm", "k_norm"):
-        table[f"{hf}self_attn.{name}.weight"] = ((*ours, name, "scale"), False)
+    table.update(attention_table(config, hf, ours))
     for name in ("gate_proj", "up_proj", "down_proj"):
       table[f"{hf}mlp.{name}.weight"] = ((*ours, name, "kernel"), True)
   table[prefix + "norm.weight"] = (("final_norm", "scale"), False)

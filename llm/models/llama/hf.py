@@ -72,17 +72,24 @@ def param_table(config):
     hf, ours = f"{prefix}layers.{i}.", ("blocks", i)
     table[f"{hf}input_layernorm.weight"] = ((*ours, "input_norm", "scale"), False)
     table[f"{hf}post_attention_layernorm.weight"] = ((*ours, "post_norm", "scale"), False)
-    for name, bias in (("q_proj", config.qkv_bias), ("k_proj", config.qkv_bias), ("v_proj", config.qkv_bias),
-                       ("o_proj", config.out_bias)):
-      table[f"{hf}self_attn.{name}.weight"] = ((*ours, name, "kernel"), True)
-      if bias:
-        table[f"{hf}self_attn.{name}.bias"] = ((*ours, name, "bias"), False)
-    if config.qk_norm:
-      for name in ("q_norm", "k_norm"):
-        table[f"{hf}self_attn.{name}.weight"] = ((*ours, name, "scale"), False)
+    table.update(attention_table(config, hf, ours))
     for name in ("gate_proj", "up_proj", "down_proj"):
       table[f"{hf}mlp.{name}.weight"] = ((*ours, name, "kernel"), True)
       if config.mlp_bias:
         table[f"{hf}mlp.{name}.bias"] = ((*ours, name, "bias"), False)
   table[prefix + "norm.weight"] = (("final_norm", "scale"), False)
+  return table
+
+
+def attention_table(config, hf, ours):
+  """The entries of one layer's attention (HF prefix `hf`, our block path `ours`): q/k/v/o projections with
+  their biases, and the per-head q/k norms of Qwen3 and Gemma 3."""
+  table = {}
+  for name, bias in (("q_proj", config.qkv_bias), ("k_proj", config.qkv_bias), ("v_proj", config.qkv_bias),
+                     ("o_proj", config.out_bias)):
+    table[f"{hf}self_attn.{name}.weight"] = ((*ours, name, "kernel"), True)
+    if bias:
+      table[f"{hf}self_attn.{name}.bias"] = ((*ours, name, "bias"), False)
+  for name in ("q_norm", "k_norm") if config.qk_norm else ():
+    table[f"{hf}self_attn.{name}.weight"] = ((*ours, name, "scale"), False)
   return table
