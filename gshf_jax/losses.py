@@ -191,8 +191,8 @@ def sft_loss(pi_c, pi_r, ref_c, ref_r, beta, *, margin=None, label_smoothing=0.0
   preference loss through loss weights, as RPO): per-example values -pi_c * n / sum(chosen_tokens), whose
   batch mean is -sum(pi_c) / sum(chosen_tokens). Inputs [n]; needs `lengths`."""
   check_options("sft", margin=margin is not None, label_smoothing=label_smoothing, lengths=lengths is not None)
-  _checks.check_shape("pi_c", jnp.asarray(pi_c), (None,))
   pi_c = jnp.asarray(pi_c)
+  _checks.check_shape("pi_c", pi_c, (None,))
   n_c, _ = _token_counts(lengths)
   return -pi_c * pi_c.shape[0] / jnp.sum(n_c)
 
@@ -343,21 +343,33 @@ def combined_loss(names, weights=None) -> Callable:
   signature whose batch mean is sum_k weights[k] * mean(loss_k) (weights default to 1), e.g. DPO + SFT
   (RPO, Pang et al. 2024). A margin, label smoothing and the losses' own options reach only the members
   that honour them (check_combined tells before any work whether every requested one is honoured)."""
-  weights = [1.0] * len(names) if weights is None else list(weights)
-  if not names or len(weights) != len(names):
-    raise ValueError(f"loss weights: {len(weights)} weights for {len(names)} losses {list(names)}")
+  weights = _weights(names, weights)
   specs = [registered(name) for name in names]
 
   def loss(pi_c, pi_r, ref_c, ref_r, beta, *, margin=None, label_smoothing=0.0, lengths=None, **options):
     total = 0.0
     for spec, weight in zip(specs, weights):
-      honoured = {k: v for k, v in options.items() if k in spec.options}
-      total = total + weight * spec.loss(pi_c, pi_r, ref_c, ref_r, beta, lengths=lengths, **honoured,
-                                         margin=margin if "margin" in spec.options else None,
-                                         label_smoothing=label_smoothing if "label_smoothing" in spec.options else 0.0)
+      own = _member_options(spec, margin, label_smoothing, options)
+      total = total + weight * spec.loss(pi_c, pi_r, ref_c, ref_r, beta, lengths=lengths, **own)
     return total
 
   return loss
+
+
+def _weights(names, weights):
+  """The loss weights of `names` (1 each by default); ValueError when their numbers differ."""
+  weights = [1.0] * len(names) if weights is None else list(weights)
+  if not names or len(weights) != len(names):
+    raise ValueError(f"loss weights: {len(weights)} weights for {len(names)} losses {list(names)}")
+  return weights
+
+
+def _member_options(spec, margin, label_smoothing, options):
+  """The keyword options one member of a combined loss receives: a margin and label smoothing only if it
+  honours them, and those of its own options it honours (unknown ones pass through, to be refused)."""
+  own = {k: v for k, v in options.items() if k in spec.options or k not in DEFAULT_OPTIONS}
+  return {**own, "margin": margin if "margin" in spec.options else None,
+          "label_smoothing": label_smoothing if "label_smoothing" in spec.options else 0.0}
 
 
 def check_combined(names, weights=None, *, margin: bool = False, label_smoothing: float = 0.0, lengths: bool = True,
@@ -365,15 +377,11 @@ def check_combined(names, weights=None, *, margin: bool = False, label_smoothing
   """check_options for combined_loss(names, weights): each member with the options it honours, and a
   ValueError for a requested option (a margin, label smoothing, or an own option away from its default)
   that no member honours, or a wrong number of weights."""
-  if weights is not None and len(weights) != len(names):
-    raise ValueError(f"loss weights: {len(weights)} weights for {len(names)} losses {list(names)}")
+  _weights(names, weights)
   requested = {"margin": margin, "label_smoothing": label_smoothing,
                **{k: v for k, v in options.items() if v != DEFAULT_OPTIONS.get(k, v)}}
   for name in names:
-    spec = registered(name)
-    honoured = {k: v for k, v in options.items() if k in spec.options or k not in DEFAULT_OPTIONS}
-    check_options(name, margin=margin and "margin" in spec.options, lengths=lengths, **honoured,
-                  label_smoothing=label_smoothing if "label_smoothing" in spec.options else 0.0)
+    check_options(name, lengths=lengths, **_member_options(registered(name), margin, label_smoothing, options))
   for option, value in requested.items():
     if value and not any(option in registered(n).options for n in names):
       if len(names) == 1:

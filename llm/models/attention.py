@@ -12,6 +12,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from llm.models.layers import soft_cap
+
 
 class KVCache(NamedTuple):
   """Keys and values of every layer for S slots, filled left to right (prompts are left-padded, so every
@@ -66,7 +68,7 @@ def grouped_attention(q, k, v, mask, scale, softcap=None):
   score_dtype = jnp.promote_types(q.dtype, jnp.float32)
   scores = jnp.einsum("bkgth,bksh->bkgts", q, k, preferred_element_type=score_dtype)
   if softcap is not None:  # Gemma 2: scores squashed into (-softcap, softcap) before the mask
-    scores = softcap * jnp.tanh(scores / softcap)
+    scores = soft_cap(scores, softcap)
   scores = jnp.where(mask[:, :, None], scores, jnp.finfo(score_dtype).min)  # mask [B, 1, T, S]
   e = jnp.exp(scores - jax.lax.stop_gradient(scores.max(-1, keepdims=True)))
   out = jnp.einsum("bkgts,bksh->bkgth", e.astype(v.dtype), v) / e.sum(-1, keepdims=True).astype(v.dtype)

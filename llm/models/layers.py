@@ -1,6 +1,8 @@
 """Small layers shared by the families, with logical axis names on every parameter (mapped to mesh axes by
-llm.parallel.sharding's rules): Linear (kernel [in, out]) and LayerNorm; and the rotary embedding."""
+llm.parallel.sharding's rules): Linear (kernel [in, out]) and LayerNorm; and the pieces of arithmetic the
+families share: RMS normalization, the rotary embedding, soft-capping."""
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -29,6 +31,22 @@ def layer_norm(config, *, rngs):
                        param_dtype=config.weight_dtype,
                        scale_init=annotated(nnx.initializers.ones, ("norm",)),
                        bias_init=annotated(nnx.initializers.zeros, ("norm",)), rngs=rngs)
+
+
+def rms_normalized(x, eps):
+  """x / sqrt(mean(x^2) + eps) over the last axis, in float32 (the RMSNorms scale it and cast back)."""
+  x32 = x.astype(jnp.float32)
+  return x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+
+
+def rope_inverse_frequencies(theta, head_dim):
+  """RoPE's inverse frequencies theta^(-2i/H), i < H/2, float32 [H/2]."""
+  return 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+
+
+def soft_cap(x, cap):
+  """cap * tanh(x / cap): x squashed smoothly into (-cap, cap) (Gemma 2's scores and logits)."""
+  return cap * jnp.tanh(x / cap)
 
 
 def apply_rope(x, positions, inv_freq):

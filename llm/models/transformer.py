@@ -14,7 +14,7 @@ from flax import nnx
 
 from llm.models import attention
 from llm.models.config import ModelConfig
-from llm.models.layers import INIT_STD, annotated
+from llm.models.layers import INIT_STD, annotated, soft_cap
 
 
 class Transformer(nnx.Module):
@@ -77,7 +77,7 @@ class Transformer(nnx.Module):
     dtype = self.config.compute_dtype
     logits = vocab_logits(hidden.reshape(-1, hidden.shape[-1]).astype(dtype), weight.astype(dtype))
     if self.config.final_logit_softcap is not None:  # Gemma 2: cap * tanh(logits / cap)
-      logits = softcap(logits, self.config.final_logit_softcap)
+      logits = soft_cap(logits, self.config.final_logit_softcap)
     return logits.reshape(*hidden.shape[:-1], logits.shape[-1])
 
   def __call__(self, input_ids, attention_mask=None, *, cache=None):
@@ -92,11 +92,6 @@ class Transformer(nnx.Module):
     else:
       result = self.logits(hidden)
     return result if cache is None else (result, new_cache)
-
-
-def softcap(x, cap):
-  """cap * tanh(x / cap): x squashed smoothly into (-cap, cap) (Gemma 2's logit soft-capping)."""
-  return cap * jnp.tanh(x / cap)
 
 
 def f32_matmul(a, b):

@@ -105,18 +105,13 @@ def test_builtin_size_files(tmp_path):
   sizes = builtin.load_sizes(os.path.join(ROOT, "configs", "builtin_gpu.yaml"))
   assert sizes.hidden == 256 and sizes.temperatures == (0.5, 0.7, 1.0, 1.3)
   bad = tmp_path / "bad.yaml"
-  bad.write_text("hiden: 3\n")
-  with pytest.raises(ValueError, match="unknown keys \\['hiden'\\]"):
-    builtin.load_sizes(str(bad))
-  bad.write_text("ensemble: 1\nsweep_betas: [0.2]\n")
-  with pytest.raises(ValueError, match="ensemble must be >= 2"):
-    builtin.load_sizes(str(bad))
-  bad.write_text("sweep_betas: [0.2, .nan]\n")
-  with pytest.raises(ValueError, match="sweep_betas must be finite numbers > 0"):
-    builtin.load_sizes(str(bad))
-  bad.write_text("seeds: 0\n")
-  with pytest.raises(ValueError, match="\\['seeds'\\] must be integers >= 1"):
-    builtin.load_sizes(str(bad))
+  for text, message in (("hiden: 3\n", "unknown keys \\['hiden'\\]"),
+                        ("ensemble: 1\nsweep_betas: [0.2]\n", "ensemble must be >= 2"),
+                        ("sweep_betas: [0.2, .nan]\n", "sweep_betas must be finite numbers > 0"),
+                        ("seeds: 0\n", "\\['seeds'\\] must be integers >= 1")):
+    bad.write_text(text)
+    with pytest.raises(ValueError, match=message):
+      builtin.load_sizes(str(bad))
   bad.write_text("sweep_betas: [0.2]\nseeds: 5\n")
   assert builtin.load_sizes(str(bad)).sweep_betas == (0.2,) and builtin.load_sizes(str(bad)).seeds == 5
 

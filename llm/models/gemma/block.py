@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from llm.models import attention
-from llm.models.layers import annotated, apply_rope, linear
+from llm.models.layers import annotated, apply_rope, linear, rms_normalized, rope_inverse_frequencies
 from llm.models.llama.block import position_embedding as position_embedding  # none: RoPE in the blocks
 
 
@@ -22,18 +22,14 @@ class RMSNorm(nnx.Module):
     self.scale = nnx.Param(annotated(nnx.initializers.zeros, ("norm",))(None, (dim,), param_dtype))
 
   def __call__(self, x):
-    x32 = x.astype(jnp.float32)
-    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-    return (normed * (1.0 + self.scale[...].astype(jnp.float32))).astype(x.dtype)
+    return (rms_normalized(x, self.eps) * (1.0 + self.scale[...].astype(jnp.float32))).astype(x.dtype)
 
 
 def rope_frequencies(config, sliding):
   """Inverse frequencies base^(-2i/H): base local_rope_theta in Gemma 3's sliding layers, rope_theta
   elsewhere, divided by the linear scaling factor (config.rope_scaling, Gemma 3's global layers)."""
-  h = config.head_dim
   local = sliding and config.local_rope_theta is not None
-  base = config.local_rope_theta if local else config.rope_theta
-  inv_freq = 1.0 / (base ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h))
+  inv_freq = rope_inverse_frequencies(config.local_rope_theta if local else config.rope_theta, config.head_dim)
   return inv_freq if local else inv_freq / dict(config.rope_scaling).get("factor", 1.0)
 
 

@@ -18,7 +18,8 @@ def rope_of(params, model_type):
   rope_type = params.get("rope_type", "default")
   if rope_type not in ("default", "linear"):
     raise ValueError(f"{model_type}: rope_type {rope_type!r} is not supported (default, linear)")
-  return float(params.get("rope_theta", 10_000.0)), float(params.get("factor", 1.0)) if rope_type == "linear" else 1.0
+  factor = float(params.get("factor", 1.0)) if rope_type == "linear" else 1.0
+  return float(params.get("rope_theta", 10_000.0)), factor
 
 
 def config_from_hf(c, model_type):

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from llm.models import attention
-from llm.models.layers import annotated, apply_rope, linear
+from llm.models.layers import annotated, apply_rope, linear, rms_normalized, rope_inverse_frequencies
 
 
 class RMSNorm(nnx.Module):
@@ -19,15 +19,12 @@ class RMSNorm(nnx.Module):
     self.scale = nnx.Param(annotated(nnx.initializers.ones, ("norm",))(None, (dim,), param_dtype))
 
   def __call__(self, x):
-    x32 = x.astype(jnp.float32)
-    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-    return self.scale[...].astype(x.dtype) * normed.astype(x.dtype)
+    return self.scale[...].astype(x.dtype) * rms_normalized(x, self.eps).astype(x.dtype)
 
 
 def rope_frequencies(config):
   """Inverse frequencies theta^(-2i/H), i < H/2, with Llama 3's scaling when config.rope_scaling is set."""
-  h = config.head_dim
-  inv_freq = 1.0 / (config.rope_theta ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h))
+  inv_freq = rope_inverse_frequencies(config.rope_theta, config.head_dim)
   if not config.rope_scaling:
     return inv_freq
   s = dict(config.rope_scaling)
