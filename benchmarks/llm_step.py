@@ -65,7 +65,7 @@ def hf_llama(args, length):
 def jax_step(args, ids):
   """(run one training step, the model config) for gshf-jax."""
   config = model_config.from_hf(hf_llama(args, args.seq), dtype=args.dtype, param_dtype="float32", remat=args.remat)
-  graphdef, params = nnx.split(init_model(config), nnx.Param)
+  graphdef, params, frozen = nnx.split(init_model(config), nnx.Param, ...)
   tx = optax.adamw(1e-4)
   opt_state = train_step.init_optimizer_state(tx, params)
   step = train_step.make_train_step(graphdef, tx)
@@ -73,7 +73,7 @@ def jax_step(args, ids):
   state = {"params": params, "opt": opt_state}
 
   def run():
-    state["params"], state["opt"], metrics = step(state["params"], state["opt"], batch)
+    state["params"], state["opt"], metrics = step(state["params"], frozen, state["opt"], batch)
     metrics["loss"].block_until_ready()
 
   return run, config

@@ -17,8 +17,9 @@ from flax import nnx
 
 from gshf_jax import atomic
 from llm.models import config as model_config
+from llm.models import lora
 from llm.models.config import ModelConfig
-from llm.models.layers import INIT_STD
+from llm.models.layers import INIT_STD, Linear
 from llm.models.transformer import Transformer
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -173,16 +174,20 @@ def generation_eos_ids(path: str) -> tuple:
 
 def save_hf_checkpoint(model: Transformer, path: str, *, max_shard_bytes: int | None = None) -> None:
   """Write `model` as an HF folder (config.json + safetensors, sharded above max_shard_bytes) that
-  transformers' AutoModelForCausalLM / AutoModelForSequenceClassification loads. Atomic: written to a
-  temporary folder next to `path`, then renamed over it."""
+  transformers' AutoModelForCausalLM / AutoModelForSequenceClassification loads; a projection with a LoRA
+  adapter (llm.models.lora) is written merged, W + scale * A B. Atomic: written to a temporary folder next
+  to `path`, then renamed over it."""
   import transformers
   from safetensors.numpy import save_file
 
   config = model.config
   flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+  modules = dict(nnx.iter_modules(model))
   tensors = {}
   for name, (our_path, transpose) in param_table(config).items():
-    value = np.asarray(jax.device_get(flat[our_path].get_value()))
+    module = modules.get(our_path[:-1])
+    adapted = our_path[-1] == "kernel" and isinstance(module, Linear) and module.adapter is not None
+    value = np.asarray(jax.device_get(module.merged_kernel() if adapted else flat[our_path].get_value()))
     tensors[name] = np.ascontiguousarray(value.T if transpose else value)
   def fill(folder):
     model_config.to_hf(config).save_pretrained(folder)
@@ -208,5 +213,51 @@ def save_hf_checkpoint(model: Transformer, path: str, *, max_shard_bytes: int | 
     total = sum(v.nbytes for v in tensors.values())
     with open(os.path.join(folder, INDEX_FILE), "w") as f:
       json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+
+  atomic.write_folder(path, fill)
+
+
+def save_peft_adapter(model: Transformer, path: str, *, alpha: float, targets: Sequence[str] = (),
+                      rslora: bool = False, base_model: str = "") -> None:
+  """Write `model`'s LoRA adapters (llm.models.lora) as a PEFT adapter folder, adapter_config.json and
+  adapter_model.safetensors, that `peft.PeftModel.from_pretrained(<transformers base model>, path)` loads
+  to the same outputs: lora_A [r, in] and lora_B [out, r] under PEFT's names
+  (base_model.model.<HF module>.lora_A.weight), and a sequence-classification head as PEFT's
+  modules_to_save. GPT-2's Conv1D projections are marked fan_in_fan_out, as PEFT requires. Atomic.
+
+  Args:
+    alpha, targets, rslora: the adapters' settings as given to lora.add_adapters (targets () = the
+      family's default); written to the config so that PEFT scales by alpha / r (or alpha / sqrt r).
+    base_model: the base's folder or repo id, recorded as base_model_name_or_path.
+  """
+  from safetensors.numpy import save_file
+
+  config = model.config
+  adapted = lora.adapted(model)
+  if not adapted:
+    raise ValueError("the model has no LoRA adapters to export")
+  table = config.family.param_table(config)
+  tensors, rank = {}, None
+  for name, module in adapted.items():
+    a, b = (np.asarray(jax.device_get(x[...])) for x in (module.adapter.lora_a, module.adapter.lora_b))
+    rank = a.shape[1]
+    tensors[f"base_model.model.{name}.lora_A.weight"] = np.ascontiguousarray(a.T)
+    tensors[f"base_model.model.{name}.lora_B.weight"] = np.ascontiguousarray(b.T)
+  fan_in_fan_out = not table[f"{next(iter(adapted))}.weight"][1]  # stored [in, out] (Conv1D), not transposed
+  sequence_classification = config.num_labels is not None
+  if sequence_classification:
+    head = np.asarray(jax.device_get(model.score.kernel[...]))
+    tensors["base_model.model.score.weight"] = np.ascontiguousarray(head.T)
+  adapter_config = {
+      "peft_type": "LORA", "task_type": "SEQ_CLS" if sequence_classification else "CAUSAL_LM",
+      "base_model_name_or_path": base_model or None, "r": rank, "lora_alpha": alpha, "use_rslora": rslora,
+      "target_modules": lora.ALL_LINEAR if lora.ALL_LINEAR in targets else list(targets or config.family.LORA_TARGETS), "lora_dropout": 0.0, "bias": "none",
+      "fan_in_fan_out": fan_in_fan_out, "modules_to_save": ["score"] if sequence_classification else None,
+      "init_lora_weights": True, "inference_mode": True}
+
+  def fill(folder):
+    save_file(tensors, os.path.join(folder, "adapter_model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(folder, "adapter_config.json"), "w") as f:
+      json.dump(adapter_config, f, indent=2)
 
   atomic.write_folder(path, fill)

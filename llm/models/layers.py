@@ -1,6 +1,6 @@
 """Small layers shared by the families, with logical axis names on every parameter (mapped to mesh axes by
-llm.parallel.sharding's rules): Linear (kernel [in, out]) and LayerNorm; and the pieces of arithmetic the
-families share: RMS normalization, the rotary embedding, soft-capping."""
+llm.parallel.sharding's rules): Linear (kernel [in, out], optionally with a low-rank adapter) and LayerNorm;
+and the pieces of arithmetic the families share: RMS normalization, the rotary embedding, soft-capping."""
 
 import jax
 import jax.numpy as jnp
@@ -15,13 +15,38 @@ def annotated(init, names):
   return nnx.with_partitioning(init, names, eager_sharding=False)
 
 
+class Linear(nnx.Linear):
+  """nnx.Linear that may carry a low-rank adapter (LoRA, Hu et al. 2021; llm.models.lora attaches it):
+
+      y = x W + b + scale * (x A) B,   A [in, r], B [r, out] (an nnx.LoRA, its params nnx.LoRAParam)
+
+  Without an adapter (`adapter` None, the default) it is nnx.Linear."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.adapter = nnx.data(None)  # a sub-module once llm.models.lora attaches one
+    self.adapter_scale = 0.0
+
+  def __call__(self, x):
+    y = super().__call__(x)
+    return y if self.adapter is None else y + (self.adapter_scale * self.adapter(x)).astype(y.dtype)
+
+  def merged_kernel(self):
+    """W + scale * A B in W's dtype (summed in float32): the kernel that computes the adapted layer alone."""
+    kernel = self.kernel[...]
+    if self.adapter is None:
+      return kernel
+    delta = self.adapter.lora_a[...].astype(jnp.float32) @ self.adapter.lora_b[...].astype(jnp.float32)
+    return (kernel.astype(jnp.float32) + self.adapter_scale * delta).astype(kernel.dtype)
+
+
 def linear(n_in, n_out, names, *, bias, config, rngs):
-  """nnx.Linear with kernel [n_in, n_out] annotated `names` and bias annotated names[-1].
+  """Linear with kernel [n_in, n_out] annotated `names` and bias annotated names[-1].
 
   The blocks call their linears on tokens flattened to [B * T, n_in]: on [B, T, n_in] the kernel's
   gradient contracts two dimensions, and XLA's CPU backend then copies the [B, T, n_out] cotangent into a
   transposed layout first (the MLP's backward pass took 1.3-1.7x as long)."""
-  return nnx.Linear(n_in, n_out, use_bias=bias, dtype=config.compute_dtype, param_dtype=config.weight_dtype,
+  return Linear(n_in, n_out, use_bias=bias, dtype=config.compute_dtype, param_dtype=config.weight_dtype,
                     kernel_init=annotated(nnx.initializers.normal(INIT_STD), names),
                     bias_init=annotated(nnx.initializers.zeros, names[-1:]), rngs=rngs)
 

@@ -12,7 +12,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 
 class TrainState(NamedTuple):
-  params: Any  # nnx.State of the model's nnx.Param
+  params: Any  # nnx.State of the trained params (every nnx.Param, or the LoRA adapters)
   opt_state: Any  # optax state
   step: int
   rng: jax.Array  # a typed PRNG key

@@ -31,6 +31,12 @@ class ModelSection:
   param_dtype: str = "float32"  # storage dtype of the parameters: float32 | bfloat16
   compute_dtype: str = ""  # activation / matmul dtype (default: param_dtype); bf16 with f32 params is mixed precision
   remat: bool = False  # rematerialize each layer in the backward pass
+  # LoRA (llm.models.lora): > 0 trains rank-r adapters of the lora_targets projections instead of every
+  # parameter; exported merged (model/) and as a PEFT adapter folder (adapter/)
+  lora_rank: int = 0
+  lora_alpha: float = 16.0  # the adapters' scale is lora_alpha / lora_rank (PEFT's lora_alpha)
+  lora_targets: str = ""  # comma-separated HF module names (PEFT's target_modules) or all-linear; "": the family's default
+  lora_rslora: bool = False  # scale lora_alpha / sqrt(lora_rank) (rsLoRA, PEFT's use_rslora)
 
 
 @dataclasses.dataclass
@@ -78,6 +84,11 @@ class DPOSection:
   ipo_per_token: bool = False  # ipo: TRL's form, log-ratios averaged over tokens (default: the paper's sums)
   discopop_tau: float = 0.05  # discopop: the temperature of its blend
   simpo_gamma: float = 0.5  # simpo: the target reward margin
+
+
+def lora_targets(section):
+  """The target module names of a ModelSection's comma-separated lora_targets (() for the family's default)."""
+  return tuple(name.strip() for name in section.lora_targets.split(",") if name.strip())
 
 
 def loss_names(section):
@@ -199,7 +210,7 @@ CHOICES = {
     "oracle.labels": ("bt", "argmax"), "pipeline.enhancer": ("reference", "best_of_n", "temperature"),
     "on_change": ON_CHANGE,
 }
-POSITIVE = ("data.max_prompt_length", "data.max_response_length", "train.learning_rate", "train.epochs",
+POSITIVE = ("model.lora_alpha", "data.max_prompt_length", "data.max_response_length", "train.learning_rate", "train.epochs",
             "train.batch_size", "train.grad_accum", "train.save_every", "train.log_every",
             "train.keep_checkpoints", "dpo.beta", "reward.ensemble_size", "oracle.batch_size",
             "sample.num_samples", "sample.max_new_tokens", "sample.batch_size", "evaluate.max_new_tokens",
@@ -207,7 +218,7 @@ POSITIVE = ("data.max_prompt_length", "data.max_response_length", "train.learnin
             "pipeline.multistep_coefficient", "pipeline.iterations", "pipeline.enhancer_n", "pipeline.reward_learning_rate",
             "pipeline.enhancer_temperature", "pipeline.best_of_n", "pipeline.max_new_tokens", "pipeline.temperature",
             "pipeline.batch_size")
-NON_NEGATIVE = ("train.warmup_ratio", "train.max_steps", "train.max_grad_norm", "train.weight_decay",
+NON_NEGATIVE = ("model.lora_rank", "train.warmup_ratio", "train.max_steps", "train.max_grad_norm", "train.weight_decay",
                 "train.eval_every", "train.snapshots", "dpo.uncertainty_coef", "sample.temperature", "sample.top_k",
                 "evaluate.num_prompts", "evaluate.tie_tolerance", "pipeline.queries_per_iteration")
 
@@ -247,10 +258,12 @@ def load_config(command, path=None, overrides=()):
     set_key(config, key.strip(), yaml.safe_load(text) if text.strip() else "", f"override {item!r}")
   resolve_cached_models(config)
   validate(config)
-  if command not in ("sample", "label", "evaluate") and config.model.param_dtype == "bfloat16":
+  frozen_base = config.model.lora_rank and command in ("sft", "dpo")  # trains float32 adapters only
+  if command not in ("sample", "label", "evaluate") and config.model.param_dtype == "bfloat16" and not frozen_base:
     raise ValueError(f"{command} trains, and model.param_dtype=bfloat16 has no float32 master copy: AdamW "
                      "updates below bfloat16's resolution (2^-8 of a weight) are lost, so at DPO learning rates "
-                     "most weights never move; train with model.param_dtype=float32 model.compute_dtype=bfloat16")
+                     "most weights never move; train with model.param_dtype=float32 model.compute_dtype=bfloat16 "
+                     "(or, for sft and dpo, LoRA adapters on a bfloat16 base: model.lora_rank > 0)")
   return config
 
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gshf_jax import atomic
-from llm.models import transformer
+from llm.models import lora, transformer
 from llm.parallel import distributed, sharding
 from llm.training import checkpoint, data
 from llm.training import step as train_step
@@ -37,7 +37,8 @@ def train(model, loss_fn, arrays, config, out_dir, *, eval_arrays=None, mesh=Non
   """Trains `model` in place (or resumes its run in out_dir) and returns the last metrics.
 
   Args:
-    model: an llm.models.transformer.Transformer (its params are replaced by the trained ones).
+    model: an llm.models.transformer.Transformer (its params are replaced by the trained ones). With LoRA
+      adapters (llm.models.lora) only the adapters (and a score head) train and have optimizer state.
     loss_fn: (model, micro_batch dict of [b, ...] arrays) -> (scalar loss, {name: scalar metric}).
     arrays: {name: np.ndarray [N, ...]}, the full training set, identical on every process.
     config: llm.training.config.TrainSection.
@@ -63,14 +64,16 @@ def train(model, loss_fn, arrays, config, out_dir, *, eval_arrays=None, mesh=Non
   optimizer = train_step.make_optimizer(schedule, weight_decay=config.weight_decay,
                                         max_grad_norm=config.max_grad_norm)
   sharding.shard_model(model, mesh)
-  graphdef, params = nnx.split(model, nnx.Param)
-  param_shardings = sharding.param_shardings(model, mesh)
+  trainable = lora.trainable(model)  # every parameter, or the LoRA adapters (the base frozen)
+  graphdef, params, frozen = nnx.split(model, trainable, ...)
+  param_shardings, frozen_shardings = sharding.param_shardings(model, mesh).split(trainable, ...)
   opt_state = train_step.init_optimizer_state(optimizer, params)
   opt_shardings = sharding.state_shardings(opt_state, mesh)
   opt_state = jax.device_put(opt_state, opt_shardings)
   batch_shardings = sharding.batch_sharding(mesh, microbatched=True)
   step_fn = train_step.make_train_step(graphdef, optimizer, loss_fn, param_shardings=param_shardings,
-                                       opt_shardings=opt_shardings, batch_shardings=batch_shardings)
+                                       frozen_shardings=frozen_shardings, opt_shardings=opt_shardings,
+                                       batch_shardings=batch_shardings)
   mngr = checkpoint.manager(os.path.join(os.path.abspath(out_dir), "checkpoints"),
                             max_to_keep=config.keep_checkpoints)
   state = checkpoint.TrainState(params, opt_state, 0, jax.random.key(config.seed), 0)
@@ -78,14 +81,14 @@ def train(model, loss_fn, arrays, config, out_dir, *, eval_arrays=None, mesh=Non
   params, opt_state, rng = state.params, state.opt_state, state.rng
   logger = MetricsLogger(out_dir, state.step, tensorboard=config.tensorboard)
   rows = distributed.process_rows(micro)
-  evaluate = None if eval_arrays is None else make_evaluator(graphdef, loss_fn, eval_arrays, micro, mesh)
+  evaluate = None if eval_arrays is None else make_evaluator(graphdef, frozen, loss_fn, eval_arrays, micro, mesh)
   result = {"step": state.step}
   bar = progress_bar(steps, state.step, description, enabled=config.progress)
   try:
     for step in range(state.step, steps):
       index = data.batch_indices(rng, step, num_examples, config.batch_size)
       local = {k: v[:, rows] for k, v in data.microbatches(arrays, index, config.grad_accum).items()}
-      params, opt_state, metrics = step_fn(params, opt_state, distributed.global_batch(local, batch_shardings))
+      params, opt_state, metrics = step_fn(params, frozen, opt_state, distributed.global_batch(local, batch_shardings))
       metrics = {f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()}
       if not all(math.isfinite(v) for v in metrics.values()):
         last = mngr.latest_step()
@@ -136,8 +139,8 @@ def all_finite(tree):
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def make_evaluator(graphdef, loss_fn, arrays, micro, mesh):
-  """params -> {"eval/<metric>": mean over the eval set's batches of `micro` rows} (the last N mod micro rows
+def make_evaluator(graphdef, frozen, loss_fn, arrays, micro, mesh):
+  """params (with the `frozen` rest of the model) -> {"eval/<metric>": mean over the eval set's batches of `micro` rows} (the last N mod micro rows
   are left out, as in training)."""
   num = data.num_rows(arrays)
   if num < micro:
@@ -151,7 +154,7 @@ def make_evaluator(graphdef, loss_fn, arrays, micro, mesh):
     totals = {}
     for start in range(0, num - micro + 1, micro):
       local = {k: v[start:start + micro][rows] for k, v in arrays.items()}
-      loss, metrics = eval_step(params, distributed.global_batch(local, batch_shardings))
+      loss, metrics = eval_step(params, frozen, distributed.global_batch(local, batch_shardings))
       for k, v in {"loss": loss, **metrics}.items():
         totals[k] = totals.get(k, 0.0) + float(v)
     count = num // micro

@@ -1,6 +1,8 @@
 """One jitted optimizer step on a (possibly sharded) model, with gradient accumulation: the building block
-llm.training.loop's loop runs. Params and optimizer state are pytrees (nnx.State) with NamedShardings; the step is
-`jax.jit` with in/out shardings and donated params and optimizer state.
+llm.training.loop's loop runs. The model is split into the params it trains and the frozen rest
+(`nnx.split(model, trainable, ...)`: everything, or with LoRA adapters only the adapters); both are pytrees
+(nnx.State) with NamedShardings, and only the trained params have optimizer state. The step is `jax.jit`
+with in/out shardings and donated params and optimizer state.
 
 A batch is a dict of arrays [A, b, ...]: A micro-batches of b rows (A = gradient-accumulation steps). The
 step scans over the micro-batches, averages their gradients and metrics, and applies one update.
@@ -38,22 +40,23 @@ def make_optimizer(schedule, *, weight_decay=0.0, max_grad_norm=1.0):
   return optax.chain(optax.clip_by_global_norm(max_grad_norm), adamw) if max_grad_norm else adamw
 
 
-def make_train_step(graphdef, optimizer, loss_fn=next_token_loss, *, param_shardings=None,
+def make_train_step(graphdef, optimizer, loss_fn=next_token_loss, *, param_shardings=None, frozen_shardings=None,
                     opt_shardings=None, batch_shardings=None):
-  """jit(step): (params, opt_state, batch) -> (params, opt_state, metrics).
+  """jit(step): (params, frozen, opt_state, batch) -> (params, opt_state, metrics).
 
   Args:
-    graphdef: nnx.split(model, nnx.Param)[0].
+    graphdef: of `graphdef, params, frozen = nnx.split(model, trainable, ...)` (trainable: nnx.Param to
+      train everything; llm.models.lora.trainable(model) in general).
     optimizer: an optax.GradientTransformation.
     loss_fn: (model, micro_batch) -> (scalar loss, {name: scalar}).
-    param_shardings, opt_shardings, batch_shardings: NamedSharding pytrees matching params, the optimizer
-      state and the batch dict (None: let jit choose, single device).
+    param_shardings, frozen_shardings, opt_shardings, batch_shardings: NamedSharding pytrees matching params,
+      frozen, the optimizer state and the batch dict (None: let jit choose, single device).
 
   Returns metrics {"loss", "grad_norm" (before clipping), **loss_fn's metrics}, averaged over micro-batches.
   """
-  def step(params, opt_state, batch):
+  def step(params, frozen, opt_state, batch):
     def loss_of(params, micro):
-      return loss_fn(nnx.merge(graphdef, params), micro)
+      return loss_fn(nnx.merge(graphdef, params, frozen), micro)
 
     grad_fn = jax.value_and_grad(loss_of, has_aux=True)
 
@@ -70,14 +73,14 @@ def make_train_step(graphdef, optimizer, loss_fn=next_token_loss, *, param_shard
     return optax.apply_updates(params, updates), opt_state, {**metrics, "grad_norm": optax.tree.norm(grads)}
 
   if param_shardings is None:
-    return jax.jit(step, donate_argnums=(0, 1))
-  return jax.jit(step, in_shardings=(param_shardings, opt_shardings, batch_shardings),
-                 out_shardings=(param_shardings, opt_shardings, None), donate_argnums=(0, 1))
+    return jax.jit(step, donate_argnums=(0, 2))
+  return jax.jit(step, in_shardings=(param_shardings, frozen_shardings, opt_shardings, batch_shardings),
+                 out_shardings=(param_shardings, opt_shardings, None), donate_argnums=(0, 2))
 
 
 def make_eval_step(graphdef, loss_fn):
-  """jit((params, micro_batch) -> (loss, metrics)) without gradients."""
-  return jax.jit(lambda params, micro: loss_fn(nnx.merge(graphdef, params), micro))
+  """jit((params, frozen, micro_batch) -> (loss, metrics)) without gradients."""
+  return jax.jit(lambda params, frozen, micro: loss_fn(nnx.merge(graphdef, params, frozen), micro))
 
 
 def init_optimizer_state(optimizer, params):

@@ -2,7 +2,9 @@
 loss function for llm.training.loop's loop and a `run_*(config)` that loads the model and data named by an
 llm.training.config.Config, trains (resuming a killed run), and writes to config.output_dir:
 
-  model/          the trained model as an HF folder with its tokenizer (what later stages load)
+  model/          the trained model as an HF folder with its tokenizer (what later stages load); with
+                  LoRA (model.lora_rank > 0) the base with the adapters merged in
+  adapter/        with LoRA: the adapters as a PEFT adapter folder (peft.PeftModel.from_pretrained)
   checkpoints/    orbax train states;  metrics.jsonl, tensorboard/: the training curves
   summary.json    data counts (Appendix H's filter), final metrics, the config
 
@@ -32,12 +34,13 @@ from jax.experimental import multihost_utils
 from gshf_jax import atomic, losses
 from llm.inference import logprobs
 from llm.inference import tokenizer as tok
-from llm.models import hf_io
+from llm.models import hf_io, lora
 from llm.parallel import distributed, sharding
 from llm.training import data, manifest
 from llm.training.config import (
   flatten,
   get_key,
+  lora_targets,
   loss_names,
   loss_options,
   require_file,
@@ -142,6 +145,15 @@ def load_model(section, mesh, *, path=None, key="model.path", **overrides):
                                       remat=section.remat, **overrides)
   tokenizer = tok.load_tokenizer(section.tokenizer or path)
   return model, tokenizer
+
+
+def with_adapters(model, section, seed):
+  """`model` with LoRA adapters of a ModelSection attached (model.lora_rank > 0; A initialized from `seed`),
+  else `model` unchanged."""
+  if not section.lora_rank:
+    return model
+  return lora.add_adapters(model, section.lora_rank, section.lora_alpha, lora_targets(section),
+                           rslora=section.lora_rslora, seed=seed)
 
 
 def preference_arrays(config, tokenizer, path):
@@ -255,7 +267,7 @@ INPUT_KEYS = ("model.path", "model.tokenizer", "data.train", "data.eval", "dpo.r
 # Settings that do not change the trained parameters (logging, checkpoint cadence, placement).
 NOT_RESULTS = ("train.progress", "train.tensorboard", "train.log_every", "train.save_every",
                "train.keep_checkpoints", "train.mesh", "train.eval_every")
-RUN_OUTPUTS = ("checkpoints", "model", "snapshots", "tensorboard", "metrics.jsonl", "summary.json", "member_*",
+RUN_OUTPUTS = ("checkpoints", "model", "adapter", "snapshots", "tensorboard", "metrics.jsonl", "summary.json", "member_*",
                "reference_logprobs_*.npz", "uncertainty_*.npz", "manifest.json")
 
 
@@ -313,10 +325,15 @@ def save_model_folder(model, tokenizer, path):
   multihost_utils.sync_global_devices(f"save {path}")
 
 
-def export(model, tokenizer, out_dir, summary):
-  """Writes out_dir/model (HF folder + tokenizer) and out_dir/summary.json from process 0."""
+def export(model, tokenizer, out_dir, summary, model_section):
+  """Writes out_dir/model (HF folder + tokenizer; adapters merged), with LoRA out_dir/adapter (PEFT), and
+  out_dir/summary.json from process 0."""
   save_model_folder(model, tokenizer, os.path.join(out_dir, "model"))
   if distributed.is_main_process():
+    if lora.has_adapters(model):
+      hf_io.save_peft_adapter(model, os.path.join(out_dir, "adapter"), alpha=model_section.lora_alpha,
+                              targets=lora_targets(model_section), rslora=model_section.lora_rslora,
+                              base_model=model_section.path)
     summary = {**summary, "manifest": manifest.read(os.path.join(out_dir, "manifest.json"))}
     atomic.write_text(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2, default=float))
   multihost_utils.sync_global_devices(f"export {out_dir}")
@@ -361,11 +378,13 @@ def run_sft(config):
     return read_summary(out)
   mesh = make_mesh(config)
   model, tokenizer = load_model(config.model, mesh)
+  model = with_adapters(model, config.model, config.train.seed)
   arrays, counts = sft_arrays(config, tokenizer, require_file("data.train", config.data.train))
   eval_arrays, _ = eval_arrays_of(config, tokenizer, sft_arrays)
   metrics = train(model, sft_loss, arrays, config.train, out, eval_arrays=eval_arrays, mesh=mesh, description="sft",
                   on_step=snapshot_exporter(model, tokenizer, config, out))
-  return export(model, tokenizer, out, {"command": "sft", "data": counts, "metrics": metrics, "config": to_dict(config)})
+  return export(model, tokenizer, out, {"command": "sft", "data": counts, "metrics": metrics, "config": to_dict(config)},
+                config.model)
 
 
 def run_reward(config):
@@ -384,13 +403,14 @@ def run_reward(config):
       continue
     seed = config.train.seed + i
     model, tokenizer = load_model(config.model, mesh, num_labels=1, new_head_seed=seed)
+    model = with_adapters(model, config.model, seed)
     arrays, counts = preference_arrays(config, tokenizer, require_file("data.train", config.data.train))
     eval_arrays, _ = eval_arrays_of(config, tokenizer, preference_arrays)
     train_config = dataclasses.replace(config.train, seed=seed)
     metrics = train(model, reward_model_loss, arrays, train_config, member_dir, eval_arrays=eval_arrays, mesh=mesh,
                     description=f"reward {i + 1}/{k}" if k > 1 else "reward")
     summary = {"command": "reward", "member": i, "data": counts, "metrics": metrics, "config": to_dict(config)}
-    members.append(export(model, tokenizer, member_dir, summary))
+    members.append(export(model, tokenizer, member_dir, summary, config.model))
   if k == 1:
     return members[0]
   summary = {"command": "reward", "ensemble_size": k, "members": members}
@@ -414,6 +434,7 @@ def run_dpo(config):
     return read_summary(out)
   mesh = make_mesh(config)
   model, tokenizer = load_model(config.model, mesh)
+  model = with_adapters(model, config.model, config.train.seed)
   micro = config.train.batch_size // config.train.grad_accum
   policy_path = os.path.abspath(config.model.path)
   reference_path = os.path.abspath(config.dpo.reference or config.model.path)
@@ -423,9 +444,10 @@ def run_dpo(config):
 
     def reference(arrays=arrays):
       if "model" not in loaded:  # pi0 is loaded at most once, and only when a cache is missing
-        loaded["model"] = model if reference_path == policy_path else load_model(config.model, mesh,
-                                                                                 path=reference_path,
-                                                                                 key="dpo.reference")[0]
+        if reference_path == policy_path:  # the policy itself; with LoRA its base (adapters off, no copy)
+          loaded["model"] = lora.without_adapters(model)
+        else:
+          loaded["model"] = load_model(config.model, mesh, path=reference_path, key="dpo.reference")[0]
       return reference_logprobs(loaded["model"], arrays, micro, mesh)
 
     if uses_reference(config.dpo):
@@ -443,4 +465,5 @@ def run_dpo(config):
   metrics = train(model, make_dpo_loss(config.dpo), arrays, config.train, out,
                   eval_arrays=sets.get("eval", (None,))[0], mesh=mesh, description=config.dpo.loss,
                   on_step=snapshot_exporter(model, tokenizer, config, out))
-  return export(model, tokenizer, out, {"command": "dpo", "data": counts, "metrics": metrics, "config": to_dict(config)})
+  return export(model, tokenizer, out, {"command": "dpo", "data": counts, "metrics": metrics, "config": to_dict(config)},
+                config.model)

@@ -276,7 +276,8 @@ def free_port():
 
 def cli_process(args, env_extra=None):
   env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.path.dirname(__file__)]), **(env_extra or {})}
-  env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"  # the suite's compile setting (tests/conftest.py) only
+  # the suite's compile setting (tests/conftest.py), with env_extra's flags (e.g. a device count) only
+  env["XLA_FLAGS"] = f"{(env_extra or {}).get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
   return subprocess.Popen([sys.executable, "-m", "llm", *args], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
 

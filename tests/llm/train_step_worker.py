@@ -37,7 +37,7 @@ def main():
   model = init_model(config)
   mesh = sharding.make_mesh(mesh_shape)
   sharding.shard_model(model, mesh)
-  graphdef, params = nnx.split(model, nnx.Param)
+  graphdef, params, frozen = nnx.split(model, nnx.Param, ...)
   opt_state = train_step.init_optimizer_state(tx, params)
   opt_shardings = sharding.state_shardings(opt_state, mesh)
   opt_state = jax.device_put(opt_state, opt_shardings)
@@ -46,10 +46,11 @@ def main():
   batch = distributed.global_batch({"input_ids": ids[None, rows], "attention_mask": mask[None, rows]},
                                    batch_sharding)
   step = train_step.make_train_step(graphdef, tx, param_shardings=sharding.param_shardings(model, mesh),
-                                    opt_shardings=opt_shardings, batch_shardings=batch_sharding)
+                                    frozen_shardings=frozen, opt_shardings=opt_shardings,
+                                    batch_shardings=batch_sharding)  # frozen: empty, every param trains
   losses = []
   for _ in range(3):
-    params, opt_state, metrics = step(params, opt_state, batch)
+    params, opt_state, metrics = step(params, frozen, opt_state, batch)
     losses.append(float(metrics["loss"]))
   flat = {"/".join(map(str, path)): np.asarray(multihost_utils.process_allgather(v.get_value(), tiled=True))
           for path, v in nnx.to_flat_state(params)}

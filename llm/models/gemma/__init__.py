@@ -7,6 +7,7 @@ position_embedding (none: RoPE is applied inside the block), and the HF mapping 
 from llm.models.gemma.block import Block as Block
 from llm.models.gemma.block import final_norm as final_norm
 from llm.models.gemma.block import position_embedding as position_embedding
+from llm.models.gemma.hf import LORA_TARGETS as LORA_TARGETS
 from llm.models.gemma.hf import architectures as architectures
 from llm.models.gemma.hf import config_from_hf as config_from_hf
 from llm.models.gemma.hf import config_to_hf as config_to_hf

@@ -4,6 +4,9 @@ safetensors checkpoints (linear weights are [out, in] there, [in, out] here: tra
 
 from llm.models.llama.hf import attention_table
 
+# The projections LoRA adapts by default: PEFT's default target_modules for the family.
+LORA_TARGETS = ("q_proj", "v_proj")
+
 ARCHITECTURES = {"gemma2": ("Gemma2ForCausalLM", "Gemma2ForSequenceClassification"),
                  "gemma3_text": ("Gemma3ForCausalLM", "Gemma3TextForSequenceClassification")}
 

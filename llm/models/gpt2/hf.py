@@ -2,6 +2,9 @@
 and the tensor-name table of its safetensors checkpoints (Conv1D weights are [in, out] in both: no
 transposes)."""
 
+# The projections LoRA adapts by default: PEFT's default target_modules for the family.
+LORA_TARGETS = ("c_attn",)
+
 
 def architectures(model_type):
   """(causal-LM architecture, sequence-classification architecture)."""

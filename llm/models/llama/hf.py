@@ -3,6 +3,8 @@ and the tensor-name table of its safetensors checkpoints (linear weights are [ou
 here: transposed)."""
 
 NAMES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}  # HF model_type -> class-name prefix
+# The projections LoRA adapts by default: PEFT's default target_modules for the family.
+LORA_TARGETS = ("q_proj", "v_proj")
 
 
 def architectures(model_type):
