@@ -96,6 +96,10 @@ MUTATIONS = [
      "      q, k = q, k", ["tests/llm/test_models.py", "-k", "logits_match and qwen3"]),
     ("gemma 2 attention scores not soft-capped", "llm/models/gemma/block.py", "softcap=c.attn_logit_softcap)",
      "softcap=None)", ["tests/llm/test_models.py", "-k", "logits_match and gemma2"]),
+    ("lora scales by alpha * r", "llm/models/lora.py", "return alpha / (math.sqrt(rank) if rslora else rank)",
+     "return alpha * (math.sqrt(rank) if rslora else rank)", ["tests/llm/test_lora.py", "-k", "peft"]),
+    ("lora trains the base too", "llm/models/lora.py", "  return nnx.Any(nnx.LoRAParam, nnx.PathContains(\"score\"))",
+     "  return nnx.Param", ["tests/llm/test_lora.py", "-k", "optimizer_state"]),
 ]
 
 def tracked_copy(destination):
