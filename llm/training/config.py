@@ -67,6 +67,8 @@ class TrainSection:
   seed: int = 0
   mesh: dict = dataclasses.field(default_factory=lambda: {"data": -1})  # axes data / fsdp / tensor
   tensorboard: bool = True
+  wandb: str = ""  # "": no W&B; offline (written to output_dir/wandb, no network) | online (needs the wandb extra)
+  wandb_project: str = "gshf-jax"
   progress: bool = True
 
 
@@ -206,7 +208,7 @@ COMMAND_DEFAULTS = {
 
 CHOICES = {
     "model.param_dtype": ("float32", "bfloat16"), "model.compute_dtype": ("", "float32", "bfloat16"),
-    "oracle.kind": ("reward_model", "callable", "dataset"),
+    "oracle.kind": ("reward_model", "callable", "dataset"), "train.wandb": ("", "offline", "online"),
     "oracle.labels": ("bt", "argmax"), "pipeline.enhancer": ("reference", "best_of_n", "temperature"),
     "on_change": ON_CHANGE,
 }
@@ -379,6 +381,11 @@ def validate(config):
                      f"dpo.label_smoothing={config.dpo.label_smoothing})") from None
   if config.dpo.uncertainty_coef > 0 and not config.dpo.reward_ensemble:
     raise ValueError("dpo.uncertainty_coef > 0 (pessimistic DPO, Eq. 10) needs dpo.reward_ensemble")
+  if train.wandb:
+    try:
+      import wandb  # noqa: F401
+    except ImportError:
+      raise ValueError(f"train.wandb={train.wandb} needs the wandb package: pip install -e \".[wandb]\"") from None
   from llm.parallel import sharding
   unknown = sorted(set(train.mesh) - set(sharding.MESH_AXES))
   if unknown:

@@ -3,7 +3,7 @@
 `train(model, loss_fn, arrays, train_config, out_dir)`: AdamW with cosine decay and warm-up, gradient
 accumulation and clipping (llm.training.step), params / optimizer state / batches sharded over a mesh
 (llm.parallel.sharding), per-process data shards (llm.parallel.distributed), metrics to `out_dir/metrics.jsonl` and
-TensorBoard (`out_dir/tensorboard`) from process 0, a progress bar, the eval loss every N steps, and orbax
+TensorBoard (`out_dir/tensorboard`) and optionally W&B (`out_dir/wandb`) from process 0, a progress bar, the eval loss every N steps, and orbax
 checkpoints every N steps (`out_dir/checkpoints`). Run it again with the same arguments after a crash and
 it resumes from the last checkpoint to the same result as an uninterrupted run: the batch of each step is
 a function of the run's RNG key and the step (llm.training.data.batch_indices). A non-finite loss or gradient
@@ -79,7 +79,8 @@ def train(model, loss_fn, arrays, config, out_dir, *, eval_arrays=None, mesh=Non
   state = checkpoint.TrainState(params, opt_state, 0, jax.random.key(config.seed), 0)
   state = checkpoint.restore(mngr, state) or state
   params, opt_state, rng = state.params, state.opt_state, state.rng
-  logger = MetricsLogger(out_dir, state.step, tensorboard=config.tensorboard)
+  logger = MetricsLogger(out_dir, state.step, tensorboard=config.tensorboard,
+                         wandb=config.wandb and (config.wandb, config.wandb_project, description))
   rows = distributed.process_rows(micro)
   evaluate = None if eval_arrays is None else make_evaluator(graphdef, frozen, loss_fn, eval_arrays, micro, mesh)
   result = {"step": state.step}
@@ -164,13 +165,14 @@ def make_evaluator(graphdef, frozen, loss_fn, arrays, micro, mesh):
 
 
 class MetricsLogger:
-  """metrics.jsonl ({"step", **metrics} per line) and TensorBoard scalars, written by process 0 only. On a
-  resumed run the lines of steps after the checkpoint are dropped first, so the log matches the run, and
-  so is a torn last line (a crash or a full disk in the middle of a write)."""
+  """metrics.jsonl ({"step", **metrics} per line), TensorBoard scalars and, with `wandb` = (mode, project,
+  description), a W&B run, written by process 0 only. On a resumed run the lines of steps after the
+  checkpoint are dropped first, so the log matches the run, and so is a torn last line (a crash or a full
+  disk in the middle of a write); the W&B run (id: a hash of out_dir) is resumed, not started anew."""
 
-  def __init__(self, out_dir, resume_step, *, tensorboard=True):
+  def __init__(self, out_dir, resume_step, *, tensorboard=True, wandb=None):
     self.main = distributed.is_main_process()
-    self.file = self.writer = None
+    self.file = self.writer = self.run = None
     if not self.main:
       return
     os.makedirs(out_dir, exist_ok=True)
@@ -181,6 +183,8 @@ class MetricsLogger:
     if tensorboard:
       from tensorboardX import SummaryWriter
       self.writer = SummaryWriter(os.path.join(out_dir, "tensorboard"), purge_step=resume_step + 1)
+    if wandb:
+      self.run = wandb_run(out_dir, *wandb)
 
   def log(self, step, metrics):
     if not self.main:
@@ -191,12 +195,28 @@ class MetricsLogger:
       for name, value in metrics.items():
         self.writer.add_scalar(name, value, step)
       self.writer.flush()
+    if self.run:
+      self.run.log(metrics, step=step)
 
   def close(self):
     if self.file:
       self.file.close()
     if self.writer:
       self.writer.close()
+    if self.run:
+      self.run.finish()
+
+
+def wandb_run(out_dir, mode, project, description):
+  """A W&B run logging to out_dir/wandb (mode "offline": only there, no network; `wandb sync` uploads it),
+  named after out_dir, with an id fixed by out_dir's absolute path so a resumed run continues it."""
+  import hashlib
+
+  import wandb
+  folder = os.path.abspath(out_dir)
+  run_id = hashlib.sha256(folder.encode()).hexdigest()[:16]
+  return wandb.init(project=project, dir=folder, mode=mode, id=run_id, resume="allow", name=os.path.basename(folder),
+                    job_type=description, settings=wandb.Settings(silent=True, console="off"))
 
 
 def logged_lines(path, last_step):

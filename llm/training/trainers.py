@@ -5,7 +5,7 @@ llm.training.config.Config, trains (resuming a killed run), and writes to config
   model/          the trained model as an HF folder with its tokenizer (what later stages load); with
                   LoRA (model.lora_rank > 0) the base with the adapters merged in
   adapter/        with LoRA: the adapters as a PEFT adapter folder (peft.PeftModel.from_pretrained)
-  checkpoints/    orbax train states;  metrics.jsonl, tensorboard/: the training curves
+  checkpoints/    orbax train states;  metrics.jsonl, tensorboard/ (and wandb/): the training curves
   summary.json    data counts (Appendix H's filter), final metrics, the config
 
   manifest.json   what made the run (llm.training.manifest): the settings that determine the result and
@@ -265,9 +265,9 @@ SECTIONS = {"sft": ("model", "data", "train"), "reward": ("model", "data", "trai
             "dpo": ("model", "data", "train", "dpo")}
 INPUT_KEYS = ("model.path", "model.tokenizer", "data.train", "data.eval", "dpo.reference", "dpo.reward_ensemble")
 # Settings that do not change the trained parameters (logging, checkpoint cadence, placement).
-NOT_RESULTS = ("train.progress", "train.tensorboard", "train.log_every", "train.save_every",
+NOT_RESULTS = ("train.progress", "train.tensorboard", "train.wandb", "train.wandb_project", "train.log_every", "train.save_every",
                "train.keep_checkpoints", "train.mesh", "train.eval_every")
-RUN_OUTPUTS = ("checkpoints", "model", "adapter", "snapshots", "tensorboard", "metrics.jsonl", "summary.json", "member_*",
+RUN_OUTPUTS = ("checkpoints", "model", "adapter", "snapshots", "tensorboard", "wandb", "metrics.jsonl", "summary.json", "member_*",
                "reference_logprobs_*.npz", "uncertainty_*.npz", "manifest.json")
 
 

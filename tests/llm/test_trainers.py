@@ -390,3 +390,57 @@ def test_cli_ends_interrupts_and_os_errors_in_one_line(monkeypatch, capsys, erro
   assert cli.main(["sft", "model.path=x", "data.train=y"]) == code
   err = capsys.readouterr().err
   assert err.strip() == f"python -m llm sft: {message}"
+
+
+def wandb_history(run_file):
+  """The history rows of a W&B run file (a LevelDB-style log: a 7-byte header, 32 KiB blocks of records
+  with a 7-byte header each: crc32, length, kind 1 full / 2 first / 3 middle / 4 last) as {key: value}."""
+  import struct
+
+  from wandb.proto import wandb_internal_pb2
+  data = open(run_file, "rb").read()
+  position, pending, rows = 7, b"", []
+  while position + 7 <= len(data):
+    if 32768 - position % 32768 < 7:  # a block's trailer is zero padding
+      position += 32768 - position % 32768
+      continue
+    _, length, kind = struct.unpack("<IHB", data[position:position + 7])
+    if kind == 0:
+      break
+    pending += data[position + 7:position + 7 + length]
+    position += 7 + length
+    if kind in (1, 4):
+      record = wandb_internal_pb2.Record()
+      record.ParseFromString(pending)
+      pending = b""
+      if record.WhichOneof("record_type") == "history":
+        rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                     for item in record.history.item})
+  return rows
+
+
+def test_wandb_offline_logs_what_metrics_jsonl_logs(assets, tmp_path):
+  pytest.importorskip("wandb", reason="W&B is the optional `wandb` extra")
+  out = tmp_path / "sft"
+  run("sft", assets, out, **{"train.max_steps": 3, "train.log_every": 1, "train.wandb": "offline",
+                             "train.learning_rate": 1e-3})
+  run_files = [os.path.join(root, f) for root, _, files in os.walk(out / "wandb") for f in files if f.endswith(".wandb")]
+  assert len(run_files) == 1
+  logged = wandb_history(run_files[0])
+  expected = {}
+  for row in metrics(str(out)):  # W&B merges the rows of one step (the last step's train and eval metrics)
+    expected.setdefault(row["step"], {}).update(row)
+  assert [row["_step"] for row in logged] == sorted(expected) == [1, 2, 3]
+  for row in logged:
+    for key, value in expected[row["_step"]].items():
+      if key != "step":
+        np.testing.assert_allclose(row[key], value, rtol=1e-12, err_msg=key)
+  assert "train/loss" in logged[0] and "eval/loss" in logged[-1]
+
+
+def test_wandb_settings_are_checked_at_load_time(monkeypatch):
+  with pytest.raises(ValueError, match=r"train.wandb must be one of \['offline', 'online'\], got 'cloud'"):
+    C.load_config("sft", None, ["train.wandb=cloud"])
+  monkeypatch.setitem(sys.modules, "wandb", None)  # as if the extra were not installed
+  with pytest.raises(ValueError, match=r'train.wandb=offline needs the wandb package: pip install -e ".\[wandb\]"'):
+    C.load_config("sft", None, ["train.wandb=offline"])
