@@ -56,7 +56,7 @@ def run_label(config):
   samples or argmax; seed train.seed)."""
   path = require_file("label.input", config.label.input)
   output = require_writable("label.output", config.label.output or os.path.join(config.output_dir, "labelled.jsonl"))
-  rows, skipped = data.read_jsonl(path, skip_malformed=config.data.skip_malformed)
+  rows, skipped = data.read_records(path, skip_malformed=config.data.skip_malformed)
   prompts, a, b = [], [], []
   for number, obj in rows:
     where = f"{path}:{number}"

@@ -41,8 +41,10 @@ class ModelSection:
 
 @dataclasses.dataclass
 class DataSection:
-  train: str = ""  # JSONL: {prompt, chosen, rejected} (text or messages), HH-RLHF {chosen, rejected}, {prompt, response}
-  eval: str = ""  # JSONL of the same format, for the eval loss (optional)
+  # JSONL: {prompt, chosen, rejected} (text or messages), HH-RLHF {chosen, rejected}, {prompt, response}; or the
+  # same rows in a .json or .parquet file or a datasets save_to_disk folder (the `data` extra)
+  train: str = ""
+  eval: str = ""  # the same format, for the eval loss (optional)
   max_prompt_length: int = 400  # tokens; longer prompts are dropped (Appendix H)
   max_response_length: int = 400  # tokens; longer responses are truncated
   skip_malformed: bool = False  # skip (and count) malformed lines instead of failing
@@ -415,11 +417,15 @@ def resolve_cached_models(config):
     set_key(config, key, folder, key)
 
 
+DATA_KEYS = ("data.train", "data.eval")  # a file, or a folder written by datasets' save_to_disk
+
+
 def require_file(key, path, *, folder=False):
   """Raises a ValueError naming the config key when `path` is empty or does not exist."""
   if not path:
     raise ValueError(f"{key} is required (a {'folder' if folder else 'file'} path)")
-  if not (os.path.isdir(path) if folder else os.path.isfile(path)):
+  saved_dataset = key in DATA_KEYS and os.path.isdir(path)
+  if not (saved_dataset or (os.path.isdir(path) if folder else os.path.isfile(path))):
     cache = " (nor a Hugging Face repo id in the local cache; nothing is downloaded)" if key in MODEL_FOLDERS else ""
     raise ValueError(f"{key}: {path}: no such {'folder' if folder else 'file'}{cache}")
   return path

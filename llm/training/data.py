@@ -1,7 +1,7 @@
-"""Datasets from JSONL files, tokenized into fixed-shape numpy arrays, and the deterministic batch order
-the training loop resumes from.
+"""Datasets from JSONL files (or JSON, Parquet and `datasets` folders, through the datasets library),
+tokenized into fixed-shape numpy arrays, and the deterministic batch order the training loop resumes from.
 
-Formats (one JSON object per line; the format is read from each line's keys):
+Formats (one JSON object per line, or per row; the format is read from each row's keys):
   preferences: {"prompt", "chosen", "rejected"} (TRL's standard format), the same with lists of
                {"role", "content"} messages (TRL's conversational format; the prompt's turns, then each
                completion's), {"chosen", "rejected"} conversations with an implicit prompt (their shared
@@ -18,6 +18,7 @@ max_prompt_length tokens are dropped, and the counts reported.
 """
 
 import json
+import os
 
 import jax
 import numpy as np
@@ -54,6 +55,36 @@ def read_jsonl(path, *, skip_malformed=False):
   if not rows:
     raise ValueError(f"{path}: no examples")
   return rows, skipped
+
+
+def read_records(path, *, skip_malformed=False):
+  """[(number, object)] of a data file and the number of lines skipped: a JSONL file (read_jsonl, FILE:LINE
+  errors), or through the datasets library a .json file (an array or JSON lines), a .parquet file (both
+  streamed, nothing cached) or a folder written by Dataset.save_to_disk (its "train" split if a DatasetDict);
+  their rows are numbered from 1 for FILE:ROW errors."""
+  if not (os.path.isdir(path) or path.endswith((".json", ".parquet"))):
+    return read_jsonl(path, skip_malformed=skip_malformed)
+  try:
+    import datasets
+  except ImportError:
+    raise ValueError(f"{path}: JSON, Parquet and saved datasets are read through the datasets library: "
+                     'pip install -e ".[data]"') from None
+  try:
+    if os.path.isdir(path):
+      loaded = datasets.load_from_disk(path)
+      if isinstance(loaded, datasets.DatasetDict):
+        if "train" not in loaded:
+          raise ValueError(f"a DatasetDict without a 'train' split (splits: {sorted(loaded)})")
+        loaded = loaded["train"]
+    else:
+      builder = "json" if path.endswith(".json") else "parquet"
+      loaded = datasets.load_dataset(builder, data_files=os.path.abspath(path), split="train", streaming=True)
+    rows = [(number, dict(row)) for number, row in enumerate(loaded, 1)]
+  except Exception as e:  # the library's own errors (corrupt files, foreign folders) end in one line
+    raise ValueError(f"{path}: not readable as a dataset ({type(e).__name__}: {e})") from None
+  if not rows:
+    raise ValueError(f"{path}: no examples")
+  return rows, 0
 
 
 def write_jsonl(path, rows):
@@ -145,7 +176,7 @@ def load_examples(path, kind, *, skip_malformed=False):
   """Parsed examples of `kind` ("preferences": (prompt, chosen, rejected), "prompts": str, "sft":
   (prompt, response)) and counts {"lines", "malformed"}. A line with missing or mistyped fields is
   malformed too (an error naming FILE:LINE, or skipped and counted under skip_malformed)."""
-  rows, skipped = read_jsonl(path, skip_malformed=skip_malformed)
+  rows, skipped = read_records(path, skip_malformed=skip_malformed)
   lines = len(rows) + skipped
   examples = []
   for number, obj in rows:

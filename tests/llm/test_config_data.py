@@ -188,3 +188,42 @@ def test_an_empty_prompt_is_refused_with_its_line(tmp_path):
   for kind in ("preferences", "prompts", "sft"):
     with pytest.raises(ValueError, match=r"p.jsonl:2: empty prompt$"):
       data.load_examples(path, kind)
+
+
+def test_parquet_json_and_saved_datasets_read_like_jsonl(tmp_path, assets):
+  """data.train as a .parquet file, a .json array, or a save_to_disk folder (a Dataset, or a DatasetDict's
+  train split) gives the JSONL file's examples and token arrays; conversational rows too."""
+  datasets = pytest.importorskip("datasets", reason="JSON / Parquet / saved datasets are the `data` extra")
+  rows = [json.loads(line) for line in open(assets["train"])]
+  (tmp_path / "pairs.json").write_text(json.dumps(rows))
+  table = datasets.Dataset.from_list(rows)
+  table.to_parquet(str(tmp_path / "pairs.parquet"))
+  table.save_to_disk(str(tmp_path / "saved"))
+  datasets.DatasetDict({"train": table}).save_to_disk(str(tmp_path / "saved_dict"))
+  expected, counts = data.load_examples(assets["train"], "preferences")
+  assert counts["lines"] == 64
+  for name in ("pairs.json", "pairs.parquet", "saved", "saved_dict"):
+    assert data.load_examples(str(tmp_path / name), "preferences")[0] == expected, name
+  tokenizer = tok.load_tokenizer(assets["policy"])
+  arrays = lambda path: data.tokenize_preferences(tokenizer, data.load_examples(path, "preferences")[0], 64, 64)
+  for key, value in arrays(str(tmp_path / "pairs.parquet")).items():
+    np.testing.assert_array_equal(value, arrays(assets["train"])[key], err_msg=key)
+  assert C.require_file("data.train", str(tmp_path / "saved")) == str(tmp_path / "saved")
+  chat = [{"prompt": [{"role": "user", "content": f"Review {subject}:"}],  # TRL's conversational format
+           "chosen": [{"role": "assistant", "content": "good"}], "rejected": [{"role": "assistant", "content": "bad"}]}
+          for subject in ("the film", "the song")]
+  datasets.Dataset.from_list(chat).to_parquet(str(tmp_path / "chat.parquet"))
+  examples, _ = data.load_examples(str(tmp_path / "chat.parquet"), "preferences")
+  assert examples[1] == ((("user", "Review the song:"),), (("assistant", "good"),), (("assistant", "bad"),))
+
+
+def test_unreadable_datasets_are_named_in_one_line(tmp_path):
+  datasets = pytest.importorskip("datasets", reason="JSON / Parquet / saved datasets are the `data` extra")
+  (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+  with pytest.raises(ValueError, match=r"bad.parquet: not readable as a dataset \("):
+    data.load_examples(str(tmp_path / "bad.parquet"), "preferences")
+  datasets.DatasetDict({"test": datasets.Dataset.from_list([{"prompt": "a"}])}).save_to_disk(str(tmp_path / "d"))
+  with pytest.raises(ValueError, match=r"a DatasetDict without a 'train' split \(splits: \['test'\]\)"):
+    data.load_examples(str(tmp_path / "d"), "prompts")
+  with pytest.raises(ValueError, match="data.train: .*nothing: no such file"):
+    C.require_file("data.train", str(tmp_path / "nothing"))
