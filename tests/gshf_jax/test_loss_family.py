@@ -1,7 +1,7 @@
 """TRL's DPO loss family, SimPO and ORPO: every registered loss against a float64 NumPy transcription of
 its paper's formula on hand-made inputs (default suite), and against TRL's own code on the same
 log-probabilities (DPOTrainer._compute_loss, CPOTrainer.cpo_loss, ORPOTrainer.odds_ratio_loss; run when
-TRL 1.16, the `peers` extra, is installed)."""
+TRL 1.16, in the test extra, is installed)."""
 
 import types
 from collections import defaultdict

@@ -177,7 +177,7 @@ def test_conversational_rows_need_a_chat_template_and_write_back_as_trl_rows(tra
 
 
 def test_the_same_ids_as_trl_itself(chat_tokenizer):
-  """TRL's own code (installed with the `peers` extra), called on a datasets.Dataset of the same rows."""
+  """TRL's own code (installed with the test extra), called on a datasets.Dataset of the same rows."""
   pytest.importorskip("trl")
   import datasets
   from trl.trainer.dpo_trainer import DPOTrainer
