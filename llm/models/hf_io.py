@@ -186,8 +186,8 @@ def save_hf_checkpoint(model: Transformer, path: str, *, max_shard_bytes: int | 
   tensors = {}
   for name, (our_path, transpose) in param_table(config).items():
     module = modules.get(our_path[:-1])
-    adapted = our_path[-1] == "kernel" and isinstance(module, Linear) and module.adapter is not None
-    value = np.asarray(jax.device_get(module.merged_kernel() if adapted else flat[our_path].get_value()))
+    kernel = our_path[-1] == "kernel" and isinstance(module, Linear)  # merged_kernel: W itself without adapter
+    value = np.asarray(jax.device_get(module.merged_kernel() if kernel else flat[our_path].get_value()))
     tensors[name] = np.ascontiguousarray(value.T if transpose else value)
   def fill(folder):
     model_config.to_hf(config).save_pretrained(folder)
@@ -248,10 +248,11 @@ def save_peft_adapter(model: Transformer, path: str, *, alpha: float, targets: S
   if sequence_classification:
     head = np.asarray(jax.device_get(model.score.kernel[...]))
     tensors["base_model.model.score.weight"] = np.ascontiguousarray(head.T)
+  target_modules = lora.ALL_LINEAR if lora.ALL_LINEAR in targets else list(targets or config.family.LORA_TARGETS)
   adapter_config = {
       "peft_type": "LORA", "task_type": "SEQ_CLS" if sequence_classification else "CAUSAL_LM",
       "base_model_name_or_path": base_model or None, "r": rank, "lora_alpha": alpha, "use_rslora": rslora,
-      "target_modules": lora.ALL_LINEAR if lora.ALL_LINEAR in targets else list(targets or config.family.LORA_TARGETS), "lora_dropout": 0.0, "bias": "none",
+      "target_modules": target_modules, "lora_dropout": 0.0, "bias": "none",
       "fan_in_fan_out": fan_in_fan_out, "modules_to_save": ["score"] if sequence_classification else None,
       "init_lora_weights": True, "inference_mode": True}
 

@@ -48,7 +48,6 @@ def matches(name, target):
   return target == ALL_LINEAR or name == target or name.endswith("." + target)
 
 
-
 def add_adapters(model, rank, alpha, targets=(), *, rslora=False, seed=0):
   """Attaches a rank-`rank` adapter to every projection of `model` that a target matches, in place; returns
   the model. A is he-uniform from `seed`, B zero; both carry A's / B's logical axis names from the kernel

@@ -35,7 +35,7 @@ class ModelSection:
   # parameter; exported merged (model/) and as a PEFT adapter folder (adapter/)
   lora_rank: int = 0
   lora_alpha: float = 16.0  # the adapters' scale is lora_alpha / lora_rank (PEFT's lora_alpha)
-  lora_targets: str = ""  # comma-separated HF module names (PEFT's target_modules) or all-linear; "": the family's default
+  lora_targets: str = ""  # comma-separated HF module names (PEFT's target_modules) or all-linear; "": family default
   lora_rslora: bool = False  # scale lora_alpha / sqrt(lora_rank) (rsLoRA, PEFT's use_rslora)
 
 
@@ -214,8 +214,8 @@ CHOICES = {
     "oracle.labels": ("bt", "argmax"), "pipeline.enhancer": ("reference", "best_of_n", "temperature"),
     "on_change": ON_CHANGE,
 }
-POSITIVE = ("model.lora_alpha", "data.max_prompt_length", "data.max_response_length", "train.learning_rate", "train.epochs",
-            "train.batch_size", "train.grad_accum", "train.save_every", "train.log_every",
+POSITIVE = ("model.lora_alpha", "data.max_prompt_length", "data.max_response_length", "train.learning_rate",
+            "train.epochs", "train.batch_size", "train.grad_accum", "train.save_every", "train.log_every",
             "train.keep_checkpoints", "dpo.beta", "reward.ensemble_size", "oracle.batch_size",
             "sample.num_samples", "sample.max_new_tokens", "sample.batch_size", "evaluate.max_new_tokens",
             "evaluate.batch_size", "pipeline.candidates", "pipeline.accepted", "pipeline.rso_coefficient",

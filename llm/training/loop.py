@@ -2,9 +2,9 @@
 
 `train(model, loss_fn, arrays, train_config, out_dir)`: AdamW with cosine decay and warm-up, gradient
 accumulation and clipping (llm.training.step), params / optimizer state / batches sharded over a mesh
-(llm.parallel.sharding), per-process data shards (llm.parallel.distributed), metrics to `out_dir/metrics.jsonl` and
-TensorBoard (`out_dir/tensorboard`) and optionally W&B (`out_dir/wandb`) from process 0, a progress bar, the eval loss every N steps, and orbax
-checkpoints every N steps (`out_dir/checkpoints`). Run it again with the same arguments after a crash and
+(llm.parallel.sharding), per-process data shards (llm.parallel.distributed), metrics to `out_dir/metrics.jsonl`,
+TensorBoard (`out_dir/tensorboard`) and optionally W&B (`out_dir/wandb`) from process 0, a progress bar, the eval
+loss every N steps, and orbax checkpoints every N steps (`out_dir/checkpoints`). Run it again with the same arguments after a crash and
 it resumes from the last checkpoint to the same result as an uninterrupted run: the batch of each step is
 a function of the run's RNG key and the step (llm.training.data.batch_indices). A non-finite loss or gradient
 stops the run with FloatingPointError before anything is saved, so the last checkpoint stays good.
@@ -141,8 +141,8 @@ def all_finite(tree):
 
 
 def make_evaluator(graphdef, frozen, loss_fn, arrays, micro, mesh):
-  """params (with the `frozen` rest of the model) -> {"eval/<metric>": mean over the eval set's batches of `micro` rows} (the last N mod micro rows
-  are left out, as in training)."""
+  """params (with the `frozen` rest of the model) -> {"eval/<metric>": mean over the eval set's batches of
+  `micro` rows} (the last N mod micro rows are left out, as in training)."""
   num = data.num_rows(arrays)
   if num < micro:
     raise ValueError(f"the eval set has {num} examples, fewer than one micro-batch "

@@ -265,10 +265,10 @@ SECTIONS = {"sft": ("model", "data", "train"), "reward": ("model", "data", "trai
             "dpo": ("model", "data", "train", "dpo")}
 INPUT_KEYS = ("model.path", "model.tokenizer", "data.train", "data.eval", "dpo.reference", "dpo.reward_ensemble")
 # Settings that do not change the trained parameters (logging, checkpoint cadence, placement).
-NOT_RESULTS = ("train.progress", "train.tensorboard", "train.wandb", "train.wandb_project", "train.log_every", "train.save_every",
-               "train.keep_checkpoints", "train.mesh", "train.eval_every")
-RUN_OUTPUTS = ("checkpoints", "model", "adapter", "snapshots", "tensorboard", "wandb", "metrics.jsonl", "summary.json", "member_*",
-               "reference_logprobs_*.npz", "uncertainty_*.npz", "manifest.json")
+NOT_RESULTS = ("train.progress", "train.tensorboard", "train.wandb", "train.wandb_project", "train.log_every",
+               "train.save_every", "train.keep_checkpoints", "train.mesh", "train.eval_every")
+RUN_OUTPUTS = ("checkpoints", "model", "adapter", "snapshots", "tensorboard", "wandb", "metrics.jsonl", "summary.json",
+               "member_*", "reference_logprobs_*.npz", "uncertainty_*.npz", "manifest.json")
 
 
 def run_manifest(config, command, *, ensemble=()):

@@ -424,7 +424,8 @@ def test_wandb_offline_logs_what_metrics_jsonl_logs(assets, tmp_path):
   out = tmp_path / "sft"
   run("sft", assets, out, **{"train.max_steps": 3, "train.log_every": 1, "train.wandb": "offline",
                              "train.learning_rate": 1e-3})
-  run_files = [os.path.join(root, f) for root, _, files in os.walk(out / "wandb") for f in files if f.endswith(".wandb")]
+  run_files = [os.path.join(root, f) for root, _, files in os.walk(out / "wandb")
+               for f in files if f.endswith(".wandb")]
   assert len(run_files) == 1
   logged = wandb_history(run_files[0])
   expected = {}
