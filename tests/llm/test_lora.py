@@ -142,6 +142,7 @@ def test_lora_keeps_optimizer_state_for_the_adapters_only_and_resumes(assets, tm
   assert adapter_size * 20 < sizes(nnx.state(whole, nnx.Param))  # the frozen base is far larger
 
 
+@pytest.mark.slow  # a CLI run in a subprocess (~26 s); the suite's budget
 def test_lora_dpo_on_an_8_device_mesh_equals_one_device(assets, lora_dpo, tmp_path):
   out = tmp_path / "mesh"
   p = cli_process(["dpo", *tiny.overrides(assets, out, **LORA), "train.mesh={data: 2, fsdp: 2, tensor: 2}"],

@@ -419,6 +419,7 @@ def wandb_history(run_file):
   return rows
 
 
+@pytest.mark.slow  # a training run (~25 s) with the optional wandb extra; the suite's budget
 def test_wandb_offline_logs_what_metrics_jsonl_logs(assets, tmp_path):
   pytest.importorskip("wandb", reason="W&B is the optional `wandb` extra")
   out = tmp_path / "sft"
