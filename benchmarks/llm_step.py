@@ -17,7 +17,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from llm.models import attention
@@ -66,14 +65,15 @@ def jax_step(args, ids):
   """(run one training step, the model config) for gshf-jax."""
   config = model_config.from_hf(hf_llama(args, args.seq), dtype=args.dtype, param_dtype="float32", remat=args.remat)
   graphdef, params, frozen = nnx.split(init_model(config), nnx.Param, ...)
-  tx = optax.adamw(1e-4)
-  opt_state = train_step.init_optimizer_state(tx, params)
-  step = train_step.make_train_step(graphdef, tx)
+  opt_state = train_step.init_optimizer_state(params)
+  step = train_step.make_train_step()
+  hparams = train_step.hyperparameters(1e-4, weight_decay=1e-4)  # optax.adamw(1e-4)'s defaults
   batch = {"input_ids": jnp.asarray(ids)[None], "attention_mask": jnp.ones((1, *ids.shape), jnp.int32)}
   state = {"params": params, "opt": opt_state}
 
   def run():
-    state["params"], state["opt"], metrics = step(state["params"], frozen, state["opt"], batch)
+    state["params"], state["opt"], metrics = step(graphdef, train_step.next_token_loss, state["params"], frozen,
+                                                  state["opt"], batch, hparams)
     metrics["loss"].block_until_ready()
 
   return run, config

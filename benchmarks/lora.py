@@ -14,7 +14,6 @@ import argparse
 
 import jax
 import numpy as np
-import optax
 from flax import nnx
 from llm_step import hf_llama, median_times
 
@@ -36,17 +35,18 @@ def side(config, ids, adapters):
     rank, targets = adapters
     lora.add_adapters(model, rank, 2.0 * rank, targets)
   graphdef, params, frozen = nnx.split(model, lora.trainable(model), ...)
-  tx = optax.adamw(1e-4)
-  opt_state = train_step.init_optimizer_state(tx, params)
-  step = train_step.make_train_step(graphdef, tx)
+  opt_state = train_step.init_optimizer_state(params)
+  step = train_step.make_train_step()
+  hparams = train_step.hyperparameters(1e-4, weight_decay=1e-4)  # optax.adamw(1e-4)'s defaults
   batch = {"input_ids": ids[None], "attention_mask": np.ones((1, *ids.shape), np.int32)}
-  memory = step.lower(params, frozen, opt_state, batch).compile().memory_analysis()
+  memory = step.lower(graphdef, train_step.next_token_loss, params, frozen, opt_state, batch, hparams).compile().memory_analysis()
   info = {"trained": sum(x.size for x in jax.tree.leaves(params)), "optimizer": nbytes(opt_state),
           "arguments": memory.argument_size_in_bytes, "temporaries": memory.temp_size_in_bytes}
   state = {"params": params, "opt": opt_state}
 
   def run():
-    state["params"], state["opt"], metrics = step(state["params"], frozen, state["opt"], batch)
+    state["params"], state["opt"], metrics = step(graphdef, train_step.next_token_loss, state["params"], frozen,
+                                                  state["opt"], batch, hparams)
     metrics["loss"].block_until_ready()
 
   return run, info

@@ -6,6 +6,7 @@ backward pass), so peak memory is O(B * chunk * V) for the logits.
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 
 def token_logprobs(model, input_ids, attention_mask, *, chunk=256):
@@ -64,3 +65,20 @@ def reward_scores(model, prompt_ids, prompt_mask, response_ids, response_mask):
   training and scoring read the same position)."""
   input_ids, attention_mask, _ = concat_prompt_response(prompt_ids, prompt_mask, response_ids, response_mask)
   return model(input_ids, attention_mask)[:, 0].astype(jnp.float32)
+
+
+# Batch scorers for map_batches, jitted once here: every call with the same model shape and batch shapes,
+# from any model instance, reuses one traced and compiled program.
+
+
+@nnx.jit
+def batch_logprobs(model, batch):
+  """sequence_logprobs' totals [B] of a batch {"prompt_ids", "prompt_mask", "response_ids", "response_mask"}."""
+  return sequence_logprobs(model, batch["prompt_ids"], batch["prompt_mask"], batch["response_ids"],
+                           batch["response_mask"])[0]
+
+
+@nnx.jit
+def batch_rewards(model, batch):
+  """reward_scores [B] of a batch {"prompt_ids", "prompt_mask", "response_ids", "response_mask"}."""
+  return reward_scores(model, batch["prompt_ids"], batch["prompt_mask"], batch["response_ids"], batch["response_mask"])

@@ -12,7 +12,6 @@ import os
 
 import jax
 import numpy as np
-from flax import nnx
 
 from gshf_jax import atomic
 from llm.inference import logprobs, sampling
@@ -27,10 +26,8 @@ def mean_se(x):
 def response_logprobs(model, samples, batch_size):
   """log pi(y | x) [N] of sampled responses under `model` (temperature 1, no top-k / top-p)."""
   from llm.parallel.distributed import map_batches
-  score = nnx.jit(lambda m, b: logprobs.sequence_logprobs(m, b["prompt_ids"], b["prompt_mask"], b["response_ids"],
-                                                          b["response_mask"])[0])
   arrays = {k: samples[k] for k in ("prompt_ids", "prompt_mask", "response_ids", "response_mask")}
-  return map_batches(lambda b: score(model, b), arrays, batch_size)
+  return map_batches(lambda b: logprobs.batch_logprobs(model, b), arrays, batch_size)
 
 
 def kl_estimate(policy, reference, samples, batch_size):

@@ -14,7 +14,6 @@ import importlib
 from typing import Callable
 
 import numpy as np
-from flax import nnx
 
 from llm.inference import logprobs
 from llm.inference import tokenizer as tok
@@ -101,13 +100,10 @@ def reward_model_oracle(path, *, batch_size=32, max_length=1024, dtype="float32"
 def text_scorer(model, tokenizer, *, batch_size=32, max_length=1024):
   """(prompts, responses) -> [N] rewards of a scalar-head model (lengths padded to multiples of 32 so
   few shapes are compiled)."""
-  score = nnx.jit(lambda model, b: logprobs.reward_scores(model, b["prompt_ids"], b["prompt_mask"],
-                                                          b["response_ids"], b["response_mask"]))
-
   def reward_fn(prompts, responses):
     arrays = data.tokenize_sft(tokenizer, list(zip(prompts, responses)), max_length, max_length)
     arrays = pad_lengths(arrays, multiple=32, pad_id=tokenizer.pad_token_id)
-    return distributed.map_batches(lambda batch: score(model, batch), arrays, batch_size)
+    return distributed.map_batches(lambda batch: logprobs.batch_rewards(model, batch), arrays, batch_size)
 
   return reward_fn
 

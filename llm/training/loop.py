@@ -61,17 +61,15 @@ def train(model, loss_fn, arrays, config, out_dir, *, eval_arrays=None, mesh=Non
   micro = config.batch_size // config.grad_accum
   mesh = mesh or sharding.make_mesh(config.mesh)
   schedule = train_step.cosine_schedule(config.learning_rate, steps, config.warmup_ratio)
-  optimizer = train_step.make_optimizer(schedule, weight_decay=config.weight_decay,
-                                        max_grad_norm=config.max_grad_norm)
   sharding.shard_model(model, mesh)
   trainable = lora.trainable(model)  # every parameter, or the LoRA adapters (the base frozen)
   graphdef, params, frozen = nnx.split(model, trainable, ...)
   param_shardings, frozen_shardings = sharding.param_shardings(model, mesh).split(trainable, ...)
-  opt_state = train_step.init_optimizer_state(optimizer, params)
+  opt_state = train_step.init_optimizer_state(params)
   opt_shardings = sharding.state_shardings(opt_state, mesh)
   opt_state = jax.device_put(opt_state, opt_shardings)
   batch_shardings = sharding.batch_sharding(mesh, microbatched=True)
-  step_fn = train_step.make_train_step(graphdef, optimizer, loss_fn, param_shardings=param_shardings,
+  step_fn = train_step.make_train_step(param_shardings=param_shardings,
                                        frozen_shardings=frozen_shardings, opt_shardings=opt_shardings,
                                        batch_shardings=batch_shardings)
   mngr = checkpoint.manager(os.path.join(os.path.abspath(out_dir), "checkpoints"),
@@ -89,7 +87,10 @@ def train(model, loss_fn, arrays, config, out_dir, *, eval_arrays=None, mesh=Non
     for step in range(state.step, steps):
       index = data.batch_indices(rng, step, num_examples, config.batch_size)
       local = {k: v[:, rows] for k, v in data.microbatches(arrays, index, config.grad_accum).items()}
-      params, opt_state, metrics = step_fn(params, frozen, opt_state, distributed.global_batch(local, batch_shardings))
+      hparams = train_step.hyperparameters(schedule(step), weight_decay=config.weight_decay,
+                                           max_grad_norm=config.max_grad_norm)
+      batch = distributed.global_batch(local, batch_shardings)
+      params, opt_state, metrics = step_fn(graphdef, loss_fn, params, frozen, opt_state, batch, hparams)
       metrics = {f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()}
       if not all(math.isfinite(v) for v in metrics.values()):
         last = mngr.latest_step()
@@ -101,7 +102,7 @@ def train(model, loss_fn, arrays, config, out_dir, *, eval_arrays=None, mesh=Non
       result = {"step": done, **metrics}
       bar.update(1)
       if done % config.log_every == 0 or done == steps:
-        logger.log(done, {**metrics, "train/learning_rate": float(schedule(step))})
+        logger.log(done, {**metrics, "train/learning_rate": float(hparams["learning_rate"])})
         bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
       if evaluate and config.eval_every and done % config.eval_every == 0 and done < steps:
         logger.log(done, evaluate(params))
@@ -147,7 +148,6 @@ def make_evaluator(graphdef, frozen, loss_fn, arrays, micro, mesh):
   if num < micro:
     raise ValueError(f"the eval set has {num} examples, fewer than one micro-batch "
                      f"(train.batch_size / train.grad_accum = {micro})")
-  eval_step = train_step.make_eval_step(graphdef, loss_fn)
   batch_shardings = sharding.batch_sharding(mesh)
   rows = distributed.process_rows(micro)
 
@@ -155,7 +155,8 @@ def make_evaluator(graphdef, frozen, loss_fn, arrays, micro, mesh):
     totals = {}
     for start in range(0, num - micro + 1, micro):
       local = {k: v[start:start + micro][rows] for k, v in arrays.items()}
-      loss, metrics = eval_step(params, frozen, distributed.global_batch(local, batch_shardings))
+      loss, metrics = train_step.eval_loss(graphdef, loss_fn, params, frozen,
+                                           distributed.global_batch(local, batch_shardings))
       for k, v in {"loss": loss, **metrics}.items():
         totals[k] = totals.get(k, 0.0) + float(v)
     count = num // micro

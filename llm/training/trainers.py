@@ -97,32 +97,44 @@ def make_dpo_loss(section):
 
   Several comma-separated losses train on sum_k loss_weights[k] * mean(loss_k) (TRL's loss_weights); the
   response token counts reach the losses that average over tokens. Options no chosen loss can honour
-  raise a ValueError here, before any training. Metrics under TRL's DPOTrainer names: implicit rewards
-  beta * log pi/pi0 of chosen and rejected, their margins and accuracies (chosen's above rejected's), and
-  the policy's summed log-probs.
+  raise a ValueError here, before any training. Returns a DPOLoss.
   """
   names, weights = loss_names(section), section.loss_weights or None
   options = loss_options(section)
   losses.check_combined(names, weights, margin=section.uncertainty_coef > 0, label_smoothing=section.label_smoothing,
                         **options)
-  pairwise = losses.combined_loss(names, weights)
+  return DPOLoss(tuple(names), weights and tuple(weights), section.beta, section.uncertainty_coef,
+                 section.label_smoothing, tuple(sorted(options.items())))
 
-  def loss_fn(model, batch):
+
+@dataclasses.dataclass(frozen=True)
+class DPOLoss:
+  """(model, micro-batch) -> (loss, metrics) of make_dpo_loss. A value (equal settings, equal losses), so
+  every run with the same settings reuses one compiled training step (llm.training.step). Metrics under
+  TRL's DPOTrainer names: implicit rewards beta * log pi/pi0 of chosen and rejected, their margins and
+  accuracies (chosen's above rejected's), and the policy's summed log-probs."""
+  names: tuple
+  weights: tuple | None
+  beta: float
+  uncertainty_coef: float
+  label_smoothing: float
+  options: tuple  # sorted (name, value) items of config.loss_options
+
+  def __call__(self, model, batch):
     pi_c, pi_r = policy_logprobs(model, batch)
     ref_c, ref_r = batch["ref_chosen"], batch["ref_rejected"]
     margin = None
-    if section.uncertainty_coef:
-      margin = section.uncertainty_coef * (batch["gamma_chosen"] - batch["gamma_rejected"])
+    if self.uncertainty_coef:
+      margin = self.uncertainty_coef * (batch["gamma_chosen"] - batch["gamma_rejected"])
     lengths = (batch["chosen_mask"].sum(-1), batch["rejected_mask"].sum(-1))
-    per_pair = pairwise(pi_c, pi_r, ref_c, ref_r, section.beta, margin=margin, label_smoothing=section.label_smoothing,
-                        lengths=lengths, **options)
-    chosen, rejected = section.beta * (pi_c - ref_c), section.beta * (pi_r - ref_r)
+    pairwise = losses.combined_loss(self.names, self.weights)
+    per_pair = pairwise(pi_c, pi_r, ref_c, ref_r, self.beta, margin=margin, label_smoothing=self.label_smoothing,
+                        lengths=lengths, **dict(self.options))
+    chosen, rejected = self.beta * (pi_c - ref_c), self.beta * (pi_r - ref_r)
     return per_pair.mean(), {"rewards/chosen": chosen.mean(), "rewards/rejected": rejected.mean(),
                              "rewards/margins": (chosen - rejected).mean(),
                              "rewards/accuracies": (chosen > rejected).mean(),
                              "logps/chosen": pi_c.mean(), "logps/rejected": pi_r.mean()}
-
-  return loss_fn
 
 
 def uses_reference(section):
@@ -187,10 +199,21 @@ def eval_arrays_of(config, tokenizer, make):
   return make(config, tokenizer, require_file("data.eval", config.data.eval))
 
 
+@nnx.jit
+def pair_logprobs(model, batch):
+  """policy_logprobs, jitted once (every call with the same shapes reuses it)."""
+  return policy_logprobs(model, batch)
+
+
+@nnx.jit
+def pair_rewards(model, batch):
+  """(r(x, chosen), r(x, rejected)) [b] each of a scalar-head model, jitted once."""
+  return jnp.split(logprobs.reward_scores(model, *both_responses(batch)), 2)
+
+
 def reference_logprobs(model, arrays, batch_size, mesh):
   """{"ref_chosen", "ref_rejected"} [N] float32: log pi0 of every pair's responses, computed once."""
-  score = nnx.jit(policy_logprobs)
-  out = distributed.map_batches(lambda b: score(model, b), arrays, batch_size, sharding.batch_sharding(mesh))
+  out = distributed.map_batches(lambda b: pair_logprobs(model, b), arrays, batch_size, sharding.batch_sharding(mesh))
   return {"ref_chosen": out[0], "ref_rejected": out[1]}
 
 
@@ -206,11 +229,10 @@ def ensemble_members(folder):
 def ensemble_uncertainty(model_section, folders, arrays, batch_size, mesh):
   """{"gamma_chosen", "gamma_rejected"} [N]: the ensemble's disagreement about r(x, y) (Section 5.1's
   ensemble uncertainty, Coste et al. 2023), member_disagreement of the members' rewards."""
-  score = nnx.jit(lambda m, b: jnp.split(logprobs.reward_scores(m, *both_responses(b)), 2))
   scores = []
   for folder in folders:
     member, _ = load_model(model_section, mesh, path=folder)
-    scores.append(distributed.map_batches(lambda b: score(member, b), arrays, batch_size,
+    scores.append(distributed.map_batches(lambda b: pair_rewards(member, b), arrays, batch_size,
                                           sharding.batch_sharding(mesh)))
   return member_disagreement(np.stack([s[0] for s in scores]), np.stack([s[1] for s in scores]))
 

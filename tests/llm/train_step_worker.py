@@ -16,7 +16,6 @@ def main():
   import jax
   import jax.numpy as jnp
   import numpy as np
-  import optax
   import transformers
   from flax import nnx
   from jax.experimental import multihost_utils
@@ -29,7 +28,6 @@ def main():
   config = model_config.from_hf(transformers.LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64,
                                                          num_hidden_layers=2, num_attention_heads=4,
                                                          num_key_value_heads=2))
-  tx = optax.adamw(1e-2)
   rng = np.random.default_rng(0)
   ids = rng.integers(0, 96, (8, 12)).astype(np.int32)
   mask = np.ones((8, 12), np.int32)
@@ -38,19 +36,20 @@ def main():
   mesh = sharding.make_mesh(mesh_shape)
   sharding.shard_model(model, mesh)
   graphdef, params, frozen = nnx.split(model, nnx.Param, ...)
-  opt_state = train_step.init_optimizer_state(tx, params)
+  opt_state = train_step.init_optimizer_state(params)
   opt_shardings = sharding.state_shardings(opt_state, mesh)
   opt_state = jax.device_put(opt_state, opt_shardings)
   rows = distributed.process_rows(8)
   batch_sharding = sharding.batch_sharding(mesh, microbatched=True)
   batch = distributed.global_batch({"input_ids": ids[None, rows], "attention_mask": mask[None, rows]},
                                    batch_sharding)
-  step = train_step.make_train_step(graphdef, tx, param_shardings=sharding.param_shardings(model, mesh),
+  step = train_step.make_train_step(param_shardings=sharding.param_shardings(model, mesh),
                                     frozen_shardings=frozen, opt_shardings=opt_shardings,
                                     batch_shardings=batch_sharding)  # frozen: empty, every param trains
   losses = []
   for _ in range(3):
-    params, opt_state, metrics = step(params, frozen, opt_state, batch)
+    params, opt_state, metrics = step(graphdef, train_step.next_token_loss, params, frozen, opt_state, batch,
+                                     train_step.hyperparameters(1e-2))
     losses.append(float(metrics["loss"]))
   flat = {"/".join(map(str, path)): np.asarray(multihost_utils.process_allgather(v.get_value(), tiled=True))
           for path, v in nnx.to_flat_state(params)}
@@ -65,8 +64,8 @@ def main():
     target = init_model(config)
     sharding.shard_model(target, other)
     target_params = nnx.state(target, nnx.Param)
-    target_opt = jax.device_put(train_step.init_optimizer_state(tx, target_params),
-                                sharding.state_shardings(train_step.init_optimizer_state(tx, target_params), other))
+    target_opt = jax.device_put(train_step.init_optimizer_state(target_params),
+                                sharding.state_shardings(train_step.init_optimizer_state(target_params), other))
     restored = checkpoint.restore(mngr, checkpoint.TrainState(target_params, target_opt, 0, jax.random.key(0), 0))
     rq = restored.params["blocks"][0]["q_proj"]["kernel"].get_value()
     info.update(restored_equal=all(bool(jnp.array_equal(a, b)) for a, b in
