@@ -25,12 +25,13 @@ class Samples(NamedTuple):
 def filter_logits(logits, *, temperature, top_k, top_p):
   """Logits [..., V] of the sampling distribution: divided by temperature, all but the top_k largest set to
   -inf (top_k = 0: no limit), then all outside the smallest set of probability >= top_p (top_p = 1: no
-  limit; the most likely token always stays)."""
+  limit; the most likely token always stays). temperature and top_p may be traced (a traced top_p always
+  filters); top_k is static."""
   logits = logits.astype(jnp.float32) / temperature
   if top_k:
     kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
     logits = jnp.where(logits < kth, -jnp.inf, logits)
-  if top_p < 1.0:
+  if not isinstance(top_p, (int, float)) or top_p < 1.0:
     sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
     probs = jax.nn.softmax(sorted_logits, axis=-1)
     before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly more likely tokens
@@ -74,15 +75,15 @@ def generate(model, prompt_ids, prompt_mask, key, *, max_new_tokens, temperature
                               f"the longest prompt + max_new_tokens {max_new_tokens}")
   graphdef, state = nnx.split(model)
   return _generate(graphdef, state, jnp.asarray(prompt_ids, jnp.int32), jnp.asarray(prompt_mask, bool), key,
-                   max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=int(top_k),
-                   top_p=float(top_p), stop_tokens=tuple(int(t) for t in stop_tokens),
-                   num_samples=num_samples, pad_id=pad_id)
+                   jnp.float32(temperature or 1.0), jnp.float32(top_p), max_new_tokens=max_new_tokens,
+                   greedy=temperature == 0, top_k=int(top_k), nucleus=top_p < 1.0,
+                   stop_tokens=tuple(int(t) for t in stop_tokens), num_samples=num_samples, pad_id=pad_id)
 
 
-@jax.jit(static_argnames=("max_new_tokens", "temperature", "top_k", "top_p", "stop_tokens", "num_samples",
-                          "pad_id"))
-def _generate(graphdef, state, prompt_ids, prompt_mask, key, *, max_new_tokens, temperature, top_k, top_p,
-              stop_tokens, num_samples, pad_id):
+# temperature and top_p are traced: one compilation serves a temperature sweep
+@jax.jit(static_argnames=("max_new_tokens", "greedy", "top_k", "nucleus", "stop_tokens", "num_samples", "pad_id"))
+def _generate(graphdef, state, prompt_ids, prompt_mask, key, temperature, top_p, *, max_new_tokens, greedy, top_k,
+              nucleus, stop_tokens, num_samples, pad_id):
   model = nnx.merge(graphdef, state)
   prompt_ids = jnp.repeat(prompt_ids, num_samples, axis=0)
   prompt_mask = jnp.repeat(prompt_mask, num_samples, axis=0)
@@ -99,11 +100,11 @@ def _generate(graphdef, state, prompt_ids, prompt_mask, key, *, max_new_tokens, 
 
   def step(carry):
     i, logits, cache, done, (tokens, mask, logps) = carry  # logits [rows, V] for the next token
-    if temperature == 0.0:
+    if greedy:
       token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
       logp = jnp.zeros(rows, jnp.float32)
     else:
-      filtered = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
+      filtered = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p if nucleus else 1.0)
       token = jax.random.categorical(keys[i], filtered).astype(jnp.int32)
       logp = jnp.take_along_axis(jax.nn.log_softmax(filtered), token[:, None], axis=-1)[:, 0]
     live = ~done
@@ -130,10 +131,14 @@ def stop_ids(model, tokenizer):
   return tuple(sorted(i for i in ids if i is not None))
 
 
+PROMPT_MULTIPLE = 16  # sample_texts pads prompts to a multiple of this many tokens (fewer compiled shapes)
+
+
 def sample_texts(model, tokenizer, prompts, key, *, num_samples=1, max_new_tokens, temperature=1.0, top_k=0,
                  top_p=1.0, batch_size=32, max_prompt_length=1024):
   """Samples num_samples responses per prompt (strings), batch_size prompts per `generate` call; every
-  call has the same shapes (prompts padded to the longest, the last batch filled by repeating a prompt).
+  call has the same shapes (prompts left-padded to the longest rounded up to a multiple of
+  PROMPT_MULTIPLE, the last batch filled by repeating a prompt).
 
   Returns:
     {"responses": [P * n] str (rows p * n .. p * n + n - 1 continue prompt p, stop token removed),
@@ -143,6 +148,8 @@ def sample_texts(model, tokenizer, prompts, key, *, num_samples=1, max_new_token
   """
   from llm.inference.tokenizer import encode_prompts
   ids, mask = encode_prompts(tokenizer, prompts, max_prompt_length)
+  width = ((0, 0), (-ids.shape[1] % PROMPT_MULTIPLE, 0))  # more left padding: prompt sets share shapes
+  ids, mask = np.pad(ids, width, constant_values=tokenizer.pad_token_id), np.pad(mask, width)
   stops = stop_ids(model, tokenizer)
   outputs = []
   for i, start in enumerate(range(0, len(prompts), batch_size)):
