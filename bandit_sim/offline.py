@@ -196,15 +196,22 @@ def dpo_objective(env, logp, data, *, bonus=None, bonus_scale=0.0, loss="dpo"):
 
 
 def minimize(loss_fn, params, optimizer, steps, project=lambda p: p):
-  """`steps` full-batch optax steps on loss_fn, each followed by `project`; returns the final params."""
+  """`steps` full-batch optax steps on loss_fn, each followed by `project`; returns the final params.
+  `steps` may be traced (one compilation serves every training length)."""
 
-  def step(carry, _):
+  def step(_, carry):
     p, state = carry
     updates, state = optimizer.update(jax.grad(loss_fn)(p), state, p)
-    return (project(optax.apply_updates(p, updates)), state), None
+    return project(optax.apply_updates(p, updates)), state
 
-  (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), None, length=steps)
+  params, _ = jax.lax.fori_loop(0, steps, step, (params, optimizer.init(params)))
   return params
+
+
+def cosine_decay(learning_rate, steps):
+  """optax.cosine_decay_schedule(learning_rate, steps) for a `steps` that may be traced:
+  learning_rate * (1 + cos(pi * min(k, steps) / steps)) / 2 at step k."""
+  return lambda count: learning_rate * (0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(count, steps) / steps)))
 
 
 class DPOResult(NamedTuple):
@@ -248,7 +255,7 @@ def offline_dpo(env, data, *, param="gibbs", pessimism=0.0, lam=1.0, nu=None, st
     to_logp = lambda logits: jax.nn.log_softmax(logits, axis=-1)
     params = env.ref_logp if init_logits is None else init_logits
     project = lambda logits: logits
-    opt = optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
+    opt = optax.adam(cosine_decay(learning_rate, steps))
   if isinstance(pessimism, (int, float)) and pessimism == 0:
     bonus = None  # no margin at all, so losses without one (IPO) apply too
   loss_fn = lambda p: dpo_objective(env, to_logp(p), data, bonus=bonus, bonus_scale=pessimism, loss=loss)

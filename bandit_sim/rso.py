@@ -128,8 +128,7 @@ def sft(env, data, *, steps=2000, learning_rate=0.05):
   bandit.check_preferences(env, data)
   chosen = jnp.where(data.y == 1, data.a1, data.a2)
   loss_fn = lambda logits: -jnp.mean(jax.nn.log_softmax(logits, -1)[data.ctx, chosen])
-  logits = offline.minimize(loss_fn, env.ref_logp, optax.adam(optax.cosine_decay_schedule(learning_rate, steps)),
-                            steps)
+  logits = offline.minimize(loss_fn, env.ref_logp, optax.adam(offline.cosine_decay(learning_rate, steps)), steps)
   return jax.nn.log_softmax(logits, -1)
 
 

@@ -223,8 +223,8 @@ def compute(key, *, seeds, quick, progress):
   lengths = (100, 300) if quick else STEP_GRID
   method_seeds = min(seeds, METHOD_SEEDS)
   method_keys = jax.random.split(k_methods, method_seeds)
-  by_length = [jax.tree.map(np.asarray, jax.jit(jax.vmap(lambda k: pseudo_label_methods(k, n)))(method_keys))
-               for n in lengths]
+  methods = jax.jit(jax.vmap(pseudo_label_methods, in_axes=(0, None)))  # the length is traced: one compilation
+  by_length = [jax.tree.map(np.asarray, methods(method_keys, jnp.int32(n))) for n in lengths]
   out, selected = by_length[-1], select_training_length(by_length)
   summary = lambda o: {name: {"subopt": mean_and_stderr(o[f"subopt_{name}"]), "reward": float(o[f"reward_{name}"].mean()),
                               "kl": float(o[f"kl_{name}"].mean())} for name in METHODS}

@@ -146,6 +146,20 @@ def test_tabular_dpo_leaves_uncovered_actions_arbitrary(problem):
   assert np.all(np.abs(mass_first - mass_second) > 1e-3)
 
 
+def test_tabular_training_length_may_be_traced(problem):
+  """One compilation serves every training length: a traced `steps` gives the static run's policy, and
+  the cosine decay equals optax's."""
+  import optax
+  env, data = problem
+  static = jax.jit(offline.offline_dpo, static_argnames=("param", "steps"))(env, data, param="tabular", steps=40)
+  traced = jax.jit(lambda s: offline.offline_dpo(env, data, param="tabular", steps=s))
+  np.testing.assert_allclose(traced(jnp.int32(40)).logp, static.logp, rtol=1e-12)  # up to fusion order
+  assert not np.allclose(traced(jnp.int32(80)).logp, static.logp)  # the length reaches the loop
+  schedule = optax.cosine_decay_schedule(0.05, 40)
+  for k in (0, 7, 39, 40, 55):
+    assert float(offline.cosine_decay(0.05, jnp.int32(40))(k)) == pytest.approx(float(schedule(k)), rel=1e-12, abs=1e-15)
+
+
 def test_bad_option(problem):
   env, data = problem
   with pytest.raises(ValueError, match="option"):
