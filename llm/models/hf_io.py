@@ -6,6 +6,7 @@ param_table) plus the head; linear weights are stored [out, in] by transformers 
 [in, out] here, GPT-2's Conv1D weights are [in, out] in both.
 """
 
+import functools
 import json
 import os
 from typing import Any, Sequence
@@ -104,8 +105,9 @@ def load_hf_checkpoint(path: str, dtype: str = "float32", mesh: jax.sharding.Mes
   hf_config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
   config = model_config.from_hf(hf_config, **{"dtype": dtype, "param_dtype": dtype,
                                                "generation_eos_token_ids": generation_eos_ids(path), **config_overrides})
-  abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0)))
-  graphdef, state = nnx.split(abstract)
+  graphdef, state = abstract_model(config)
+  state = jax.tree.map(lambda x: x, state)  # fresh Variables to fill; the cached ones stay abstract
+  abstract = nnx.merge(graphdef, state)
   flat = dict(nnx.to_flat_state(state))
   table = param_table(config)
   files = tensor_files(path)
@@ -157,6 +159,13 @@ def load_hf_checkpoint(path: str, dtype: str = "float32", mesh: jax.sharding.Mes
     head.set_value(value)
   model = nnx.merge(graphdef, nnx.from_flat_state(flat))
   return model, config
+
+
+@functools.lru_cache(maxsize=8)
+def abstract_model(config: ModelConfig):
+  """nnx.split of a Transformer of `config` with jax.ShapeDtypeStruct values (no memory), built once per
+  config: building it traces every initializer, and a pipeline loads many checkpoints of one architecture."""
+  return nnx.split(nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0))))
 
 
 def generation_eos_ids(path: str) -> tuple:
