@@ -107,7 +107,6 @@ def load_hf_checkpoint(path: str, dtype: str = "float32", mesh: jax.sharding.Mes
                                                "generation_eos_token_ids": generation_eos_ids(path), **config_overrides})
   graphdef, state = abstract_model(config)
   state = jax.tree.map(lambda x: x, state)  # fresh Variables to fill; the cached ones stay abstract
-  abstract = nnx.merge(graphdef, state)
   flat = dict(nnx.to_flat_state(state))
   table = param_table(config)
   files = tensor_files(path)
@@ -125,7 +124,7 @@ def load_hf_checkpoint(path: str, dtype: str = "float32", mesh: jax.sharding.Mes
                      f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}")
   if mesh is not None:
     from llm.parallel import sharding
-    shardings = sharding.param_shardings(abstract, mesh, rules or sharding.DEFAULT_RULES)
+    shardings = sharding.param_shardings(nnx.merge(graphdef, state), mesh, rules or sharding.DEFAULT_RULES)
     flat_shardings = dict(nnx.to_flat_state(shardings))
   handles = {file: safe_open(file, framework="numpy") for file in set(files.values())}
   try:
