@@ -19,6 +19,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIPELINES = "tests/llm/test_pipelines.py"
+RUNS = "tests/bandit_sim/test_experiment_runs.py"
 
 # (name, file, the exact line text (unique in the file), its mutated text, pytest arguments)
 MUTATIONS = [
@@ -80,6 +81,17 @@ MUTATIONS = [
      "return bandit.suboptimality(env, logps[jnp.argmax(values)]), bandit.suboptimality(env, logps[-1]), data",
      "return bandit.suboptimality(env, logps[jnp.argmin(values)]), bandit.suboptimality(env, logps[-1]), data",
      ["tests/bandit_sim/test_experiments.py"]),
+    ("online experiment's best iterate is the worst", "bandit_sim/experiments/online.py",
+     "best_iterate=jnp.min(h.main_suboptimality), main_by_t=h.main_suboptimality,",
+     "best_iterate=jnp.max(h.main_suboptimality), main_by_t=h.main_suboptimality,",
+     [RUNS, "-k", "online"]),
+    ("rejection experiment reports best-of-(n+1)'s KL bound", "bandit_sim/experiments/rejection.py",
+     'rows.append({"n": n, "bound": float(g.best_of_n_kl_bound(n)), "mean_kl": float(kl.mean()),',
+     'rows.append({"n": n, "bound": float(g.best_of_n_kl_bound(n + 1)), "mean_kl": float(kl.mean()),',
+     [RUNS, "-k", "rejection"]),
+    ("hybrid experiment's Theorem D.2 potential without d in the log", "bandit_sim/experiments/hybrid.py",
+     "potential = beta * math.sqrt(6 * T * d * math.log(1 + T / (d * lam)))",
+     "potential = beta * math.sqrt(6 * T * d * math.log(1 + T / lam))", [RUNS, "-k", "hybrid"]),
     ("sample command ignores temperature", "llm/preference/stages.py", "temperature=temperature, top_k=top_k,",
      "temperature=1.0, top_k=top_k,", ["tests/llm/test_oracle_evaluate.py", "-k", "exact_truncated"]),
     ("sft loss averaged per example, not per token", "gshf_jax/losses.py",
@@ -111,7 +123,7 @@ def tracked_copy(destination):
 
 
 def run(name, file, old, new, tests):
-  """True when the tests fail on the mutated copy (the mutation is caught)."""
+  """True when a test fails on the mutated copy (the mutation is caught)."""
   with tempfile.TemporaryDirectory() as copy:
     tracked_copy(copy)
     path = os.path.join(copy, file)
@@ -123,7 +135,9 @@ def run(name, file, old, new, tests):
     result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:xdist", "-p", "no:cacheprovider",
                              "-o", "addopts=--import-mode=importlib", *tests], cwd=copy, env=env,
                             capture_output=True, text=True)
-    return result.returncode != 0
+    if result.returncode not in (0, 1):  # 1: a test failed; anything else (no such test, collection error) is no verdict
+      raise SystemExit(f"{name}: pytest exited {result.returncode}:\n{(result.stdout + result.stderr)[-2000:]}")
+    return result.returncode == 1
 
 
 def main(words):
