@@ -34,8 +34,8 @@ hypothesis.settings.register_profile("default", max_examples=40, deadline=None,
 hypothesis.settings.load_profile("default")
 
 
-# The longest files, longest first (measured on 2 cores; about 420, 250, 200, 150, 130, 100, 60, 50 s).
-LONGEST = ("tests/llm/test_pipelines.py", "tests/bandit_sim/test_experiment_runs.py", "tests/llm/test_trainers.py",
+# The longest files, longest first (measured on 2 cores with --durations).
+LONGEST = ("tests/bandit_sim/test_experiment_runs.py", "tests/llm/test_pipelines.py", "tests/llm/test_trainers.py",
            "tests/llm/test_models.py", "tests/test_project.py",
            "tests/bandit_sim/test_rso.py", "tests/bandit_sim/test_online.py", "tests/llm/test_oracle_evaluate.py",
            "tests/llm/test_sharding.py")
