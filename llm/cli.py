@@ -7,6 +7,8 @@ rso, multistep_rso, hybrid, online, best_of_n (llm.preference.pipelines). Settin
 llm.training.config's sections (model.*, data.*, train.*, dpo.*, reward.*, oracle.*, sample.*, label.*,
 evaluate.*, distributed.*, output_dir) from the YAML file and the overrides. The same command runs on
 every host of a multi-host job (jax.distributed is initialized from distributed.* or the environment).
+With --compile TOPOLOGY, sft / reward / dpo compile their training step for a TPU slice and report whether
+it fits, instead of running (llm.training.aot).
 """
 
 import argparse
@@ -117,6 +119,10 @@ def parser():
                       help="make again every stage that was made with other settings or inputs (on_change=overwrite)")
   change.add_argument("--resume", action="store_const", const="resume", dest="on_change",
                       help="continue an unfinished training run under changed settings (on_change=resume)")
+  p.add_argument("--compile", metavar="TOPOLOGY",
+                 help="sft, reward, dpo: compile the training step for a TPU slice (e.g. v5p:4x4x4) instead of "
+                      "running it, and report memory per chip and the roofline (llm.training.aot; needs the "
+                      "tpu-compile extra); exit status 3 when it does not fit")
   p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.learning_rate=1e-5 output_dir=runs/x")
   return p
 
@@ -140,6 +146,8 @@ def run(args):
       return run_builtin(args)
     overrides = [*args.overrides, *([f"on_change={args.on_change}"] if args.on_change else [])]
     config = config_lib.load_config(args.command, args.config, overrides)
+    if args.compile:
+      return run_compile(config, args.command, args.compile)
     d = config.distributed
     distributed.initialize(d.coordinator_address or None, d.num_processes or None,
                            d.process_id if d.process_id >= 0 else None)
@@ -156,9 +164,18 @@ def run(args):
   return 0
 
 
+def run_compile(config, command, topology):
+  """Prints llm.training.aot's report (text, then JSON); 0 when the step fits the slice's HBM, 3 when not."""
+  from llm.training import aot
+  result = aot.run_compile(config, command, topology)
+  print(aot.format_report(result))
+  print(json.dumps(result, indent=2, default=float))
+  return 0 if result["fits"] else 3
+
+
 def run_builtin(args):
   from llm.builtin import run as builtin
-  if args.overrides or args.on_change == "resume":
+  if args.overrides or args.on_change == "resume" or args.compile:
     raise ValueError("the built-in run takes --quick, --out, --seed, --seeds, --overwrite and --config SIZES.yaml")
   if args.seeds is not None and args.seeds < 1:
     raise ValueError(f"--seeds must be an integer >= 1, got {args.seeds}")

@@ -13,6 +13,10 @@ import jax
 
 from gshf_jax.workarounds import apply_cpu_workarounds
 
+# The test extra installs libtpu (for compiling to TPU slices, tests/llm/test_aot.py): every computation here
+# runs on the CPU, so jax (here and in the tests' subprocesses) is kept from probing for a TPU backend.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+jax.config.update("jax_platforms", os.environ["JAX_PLATFORMS"])
 apply_cpu_workarounds()  # before the first computation; notebook kernels inherit it
 # The suite is compile-bound (small shapes, many programs): without LLVM's optimizations XLA compiles about
 # a third faster and the small programs run about as fast. Tests compare with tolerances, or runs made under

@@ -8,8 +8,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+LM_HEAD_CHUNK = 256  # positions per LM-head chunk
 
-def token_logprobs(model, input_ids, attention_mask, *, chunk=256):
+
+def token_logprobs(model, input_ids, attention_mask, *, chunk=LM_HEAD_CHUNK):
   """log pi(input_ids[:, t] | input_ids[:, :t]) for t >= 1, [B, T] float32 (column 0 is 0).
 
   Args:
@@ -50,7 +52,7 @@ def concat_prompt_response(prompt_ids, prompt_mask, response_ids, response_mask)
   return input_ids, attention_mask, loss_mask
 
 
-def sequence_logprobs(model, prompt_ids, prompt_mask, response_ids, response_mask, *, chunk=256):
+def sequence_logprobs(model, prompt_ids, prompt_mask, response_ids, response_mask, *, chunk=LM_HEAD_CHUNK):
   """log pi(response | prompt) = sum over the response's real tokens, [B] float32, and the per-token
   values [B, R] (0 on padding): what the DPO losses of gshf_jax.losses take."""
   input_ids, attention_mask, loss_mask = concat_prompt_response(prompt_ids, prompt_mask, response_ids,

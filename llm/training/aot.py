@@ -1,0 +1,243 @@
+"""Ahead-of-time compilation of a run's training step for a TPU slice, without the slice and without
+allocating a parameter (MaxText's train_compile): `python -m llm dpo --config FILE --compile v5p:4x4x4`.
+
+The step is the one `python -m llm <trainer>` would run (llm.training.step.train_step with the config's
+loss, mesh, logical-axis rules, shardings, dtypes, remat, LoRA and micro-batches), lowered on abstract
+arrays (jax.ShapeDtypeStruct with NamedShardings over llm.parallel.topology's compile-only devices) and
+compiled by libtpu. The report, per chip: parameters, optimizer state, batch, XLA's temporaries
+(activations), the total against the chip's HBM and whether it fits; the model flops of a step (6 N tokens
+plus attention, PaLM's count), the flops remat adds, XLA's own count, and the roofline step time (the
+model's flops with remat at the chip's peak, or the least HBM traffic at its bandwidth, whichever is
+longer) and the MFU it implies: an upper bound, what a perfect kernel schedule would reach. Sequences are taken at data.max_prompt_length + data.max_response_length (the longest a
+batch can be).
+"""
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from llm.inference.logprobs import LM_HEAD_CHUNK
+from llm.models import config as model_config
+from llm.models.transformer import Transformer
+from llm.parallel import sharding, topology
+from llm.training import step as train_step
+from llm.training import trainers
+from llm.training.config import require_file
+
+TRAINERS = ("sft", "reward", "dpo")
+
+
+def read_model_config(model_section, trainer):
+  """The ModelConfig of model.path's config.json (no weights needed; read through transformers, as a
+  checkpoint load reads it) with the section's dtypes and remat; a reward model gets a scalar head."""
+  import transformers
+  path = require_file("model.path", model_section.path, folder=True)
+  require_file("model.path", os.path.join(path, "config.json"))
+  hf = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+  overrides = {"dtype": trainers.compute_dtype(model_section), "param_dtype": model_section.param_dtype,
+               "remat": model_section.remat}
+  if trainer == "reward":
+    overrides["num_labels"] = 1
+  return model_config.from_hf(hf, **overrides)
+
+
+def abstract_state(config, model_section, mesh, seed=0):
+  """(graphdef, params, frozen, opt_state) of the model as the trainer splits it (llm.models.lora.trainable),
+  every leaf a jax.ShapeDtypeStruct carrying its NamedSharding on `mesh`; nothing is allocated."""
+  from llm.models import lora
+
+  def build():
+    return trainers.with_adapters(Transformer(config, rngs=nnx.Rngs(0)), model_section, seed)
+
+  model = nnx.eval_shape(build)
+  trainable = lora.trainable(model)
+  graphdef, params, frozen = nnx.split(model, trainable, ...)
+  param_shardings, frozen_shardings = sharding.param_shardings(model, mesh).split(trainable, ...)
+  placed = lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
+  params = jax.tree.map(placed, params, param_shardings)
+  frozen = jax.tree.map(placed, frozen, frozen_shardings)
+  optimizer = train_step.adamw(train_step.hyperparameters(0.0))
+  replicated = NamedSharding(mesh, PartitionSpec())
+  # moments are placed like their parameters, step counts replicated (as init_optimizer_state does)
+  opt_state = optax.tree_map_params(optimizer, placed, jax.eval_shape(optimizer.init, params), param_shardings,
+                                    transform_non_params=lambda x: placed(x, replicated))
+  return graphdef, params, frozen, opt_state
+
+
+def abstract_batch(trainer, config, mesh):
+  """The batch dict one step takes, [grad_accum, batch_size / grad_accum, ...], at the longest sequences.
+
+  Raises:
+    ValueError: a micro-batch that the mesh's batch axes (data x fsdp) do not divide.
+  """
+  train, d = config.train, config.data
+  accum, micro = train.grad_accum, train.batch_size // train.grad_accum
+  rows = math.prod(mesh.shape[a] for a in ("data", "fsdp"))
+  if micro % rows:
+    raise ValueError(f"train.batch_size / train.grad_accum = {micro} rows per micro-batch do not divide over the "
+                     f"{rows} devices of the mesh's data x fsdp axes ({dict(mesh.shape)})")
+  spec = sharding.batch_sharding(mesh, microbatched=True)
+  tokens = lambda n: jax.ShapeDtypeStruct((accum, micro, n), jnp.int32, sharding=spec)
+  per_row = jax.ShapeDtypeStruct((accum, micro), jnp.float32, sharding=spec)
+  prompt = {"prompt_ids": tokens(d.max_prompt_length), "prompt_mask": tokens(d.max_prompt_length)}
+  if trainer == "sft":
+    return {**prompt, "response_ids": tokens(d.max_response_length), "response_mask": tokens(d.max_response_length),
+            "token_weight": per_row}
+  batch = {**prompt, **{f"{side}_{k}": tokens(d.max_response_length) for side in ("chosen", "rejected")
+                        for k in ("ids", "mask")}}
+  if trainer == "dpo":
+    batch.update(ref_chosen=per_row, ref_rejected=per_row)
+    if config.dpo.uncertainty_coef:
+      batch.update(gamma_chosen=per_row, gamma_rejected=per_row)
+  return batch
+
+
+def loss_function(trainer, config):
+  return {"sft": lambda: trainers.sft_loss, "reward": lambda: trainers.reward_model_loss,
+          "dpo": lambda: trainers.make_dpo_loss(config.dpo)}[trainer]()
+
+
+def per_device_bytes(tree):
+  """Bytes one device holds of a tree of sharded ShapeDtypeStructs (the largest shard of each leaf)."""
+  return sum(math.prod(x.sharding.shard_shape(x.shape)) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
+def parameter_count(tree):
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
+
+
+def model_flops(config, sequences, length):
+  """Model flops of one training step (forward and backward) over `sequences` rows of `length` tokens:
+  6 N per token for the matmul parameters N (every layer's projections and the LM head or score head; the
+  embedding lookup does none) plus 12 L H d_head T per token for attention scores and values over a full
+  T x T square (PaLM, Appendix B). Returns (total, the forward pass of the layers alone: what per-layer
+  remat computes again)."""
+  embed = config.hidden_size
+  head = embed * (config.num_labels or config.vocab_size)
+  per_layer = layer_matmul_params(config)
+  tokens = sequences * length
+  attention = 12 * config.num_layers * config.num_heads * config.head_dim * length * tokens
+  total = 6 * (config.num_layers * per_layer + head) * tokens + attention
+  layers_forward = 2 * config.num_layers * per_layer * tokens + attention / 3
+  return total, layers_forward
+
+
+def layer_matmul_params(config):
+  """Parameters of one block's matmuls: q, k, v, o and the MLP (gated: three matrices; GPT-2: two)."""
+  e, h, kv, d, m = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim, config.intermediate_size
+  mlp = (2 if config.model_type == "gpt2" else 3) * e * m
+  return e * d * (h + 2 * kv) + h * d * e + mlp
+
+
+def roofline(flops, bytes_accessed, chip):
+  """The roofline time of a step on one chip: max(flops / peak, bytes / HBM bandwidth), seconds."""
+  return max(flops / chip.peak_flops, bytes_accessed / chip.hbm_bandwidth)
+
+
+def compile_train_step(config, trainer, devices):
+  """(compiled, parts) of `trainer`'s step for `config` on `devices` (compile-only or real); parts holds the
+  model config, mesh and abstract params, frozen, opt_state and batch."""
+  model = read_model_config(config.model, trainer)
+  mesh = sharding.make_mesh(config.train.mesh, devices)
+  graphdef, params, frozen, opt_state = abstract_state(model, config.model, mesh, config.train.seed)
+  batch = abstract_batch(trainer, config, mesh)
+  step = train_step.make_train_step(
+      param_shardings=jax.tree.map(lambda x: x.sharding, params),
+      frozen_shardings=jax.tree.map(lambda x: x.sharding, frozen),
+      opt_shardings=jax.tree.map(lambda x: x.sharding, opt_state), batch_shardings=sharding.batch_sharding(
+          mesh, microbatched=True))
+  hparams = train_step.hyperparameters(config.train.learning_rate, weight_decay=config.train.weight_decay,
+                                       max_grad_norm=config.train.max_grad_norm)
+  compiled = step.lower(graphdef, loss_function(trainer, config), params, frozen, opt_state, batch, hparams).compile()
+  return compiled, {"model": model, "mesh": mesh, "params": params, "frozen": frozen, "opt_state": opt_state,
+                    "batch": batch}
+
+
+def report(compiled, parts, config, trainer, chip):
+  """The fit and roofline of a compiled step (compile_train_step) on chips of `chip` (topology.Chip)."""
+  model, mesh = parts["model"], parts["mesh"]
+  memory = compiled.memory_analysis()
+  chips = mesh.devices.size
+  total = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
+           + memory.temp_size_in_bytes)
+  length = config.data.max_prompt_length + config.data.max_response_length
+  sequences = config.train.batch_size * (1 if trainer == "sft" else 2)  # a pair scores both responses
+  flops, recomputed = model_flops(model, sequences, length)
+  hardware = flops + (recomputed if model.remat else 0)
+  cost = compiled.cost_analysis()
+  accum = config.train.grad_accum
+  # XLA counts a loop body once: the micro-batch scan (so x grad_accum) and the LM head's chunk loop
+  # (llm.inference.logprobs: sequences longer than LM_HEAD_CHUNK positions count one chunk)
+  xla_flops, xla_bytes = cost.get("flops", 0.0) * accum, cost.get("bytes accessed", 0.0) * accum
+  # HBM traffic at least: every argument read, every output written, every temporary written and read once
+  # (XLA's "bytes accessed" sums the operands of every op and overstates it several times over)
+  least_bytes = memory.argument_size_in_bytes + memory.output_size_in_bytes + 2 * memory.temp_size_in_bytes
+  seconds = roofline(hardware / chips, least_bytes, chip)
+  out = {
+      "trainer": trainer, "chips": chips, "mesh": dict(mesh.shape), "parameters": parameter_count(parts["params"])
+      + parameter_count(parts["frozen"]), "trained_parameters": parameter_count(parts["params"]),
+      "batch": {"sequences_per_step": sequences, "tokens_per_sequence": length, "grad_accum": accum},
+      "bytes_per_chip": {"parameters": per_device_bytes((parts["params"], parts["frozen"])),
+                         "optimizer_state": per_device_bytes(parts["opt_state"]),
+                         "batch": per_device_bytes(parts["batch"]),
+                         "arguments": memory.argument_size_in_bytes, "outputs": memory.output_size_in_bytes,
+                         "aliased": memory.alias_size_in_bytes, "temporaries": memory.temp_size_in_bytes,
+                         "total": total, "hbm": chip.hbm_bytes},
+      "fits": total <= chip.hbm_bytes,
+      "flops_per_step": {"model": flops, "with_remat": hardware, "xla_per_chip_x_chips": xla_flops * chips,
+                         "xla_counts_one_lm_head_chunk": length - 1 > LM_HEAD_CHUNK},
+      "bytes_accessed_per_chip": {"at_least": least_bytes, "xla": xla_bytes},
+      "roofline": {"step_seconds": seconds,
+                   "compute_bound": hardware / chips / chip.peak_flops >= least_bytes / chip.hbm_bandwidth,
+                   "mfu": flops / (chips * chip.peak_flops * seconds)},
+  }
+  if not out["fits"]:
+    out["advice"] = advice(out, model.remat)
+  return out
+
+
+def advice(out, remat):
+  """One line for a step that does not fit: by how much, and which knobs shrink which part."""
+  b, gib = out["bytes_per_chip"], topology.GIB
+  state = b["parameters"] + b["optimizer_state"]
+  knobs = [f"a larger train.mesh fsdp axis (parameters and optimizer state: {state / gib:.1f} GiB per chip)",
+           f"a larger train.grad_accum (temporaries, mostly activations: {b['temporaries'] / gib:.1f} GiB)"]
+  if not remat:
+    knobs.append("model.remat=true (keeps one activation per layer instead of all)")
+  return (f"does not fit: {b['total'] / gib:.1f} GiB per chip of {b['hbm'] / gib:.1f} GiB "
+          f"({(b['total'] - b['hbm']) / gib:.1f} GiB over); try " + "; ".join(knobs))
+
+
+def run_compile(config, trainer, topology_name):
+  """Compiles `trainer`'s step of `config` for the TPU slice `topology_name` and returns report(...) with
+  the slice's name and device kind."""
+  if trainer not in TRAINERS:
+    raise ValueError(f"--compile compiles a training step: the command must be one of {', '.join(TRAINERS)}, "
+                     f"got {trainer}")
+  devices = topology.compile_only_devices(topology_name)
+  chip = topology.device_spec(devices[0])
+  compiled, parts = compile_train_step(config, trainer, devices)
+  return {"topology": topology_name, "device_kind": devices[0].device_kind,
+          **report(compiled, parts, config, trainer, chip)}
+
+
+def format_report(result):
+  """A short human-readable summary of run_compile's result."""
+  b, f, r, gib = result["bytes_per_chip"], result["flops_per_step"], result["roofline"], topology.GIB
+  lines = [f"{result['trainer']} step on {result['topology']} ({result['chips']} x {result['device_kind']}, mesh "
+           f"{result['mesh']}): {result['parameters'] / 1e9:.2f} B parameters",
+           f"per chip: parameters {b['parameters'] / gib:.2f} GiB, optimizer state {b['optimizer_state'] / gib:.2f} "
+           f"GiB, temporaries {b['temporaries'] / gib:.2f} GiB; total {b['total'] / gib:.2f} of {b['hbm'] / gib:.1f} "
+           f"GiB: {'fits' if result['fits'] else 'DOES NOT FIT'}",
+           f"flops per step: model {f['model']:.3e}, with remat {f['with_remat']:.3e}, XLA {f['xla_per_chip_x_chips']:.3e}"
+           + (" (one LM-head chunk counted)" if f["xla_counts_one_lm_head_chunk"] else ""),
+           f"roofline: {r['step_seconds'] * 1e3:.1f} ms per step ({'compute' if r['compute_bound'] else 'memory'} "
+           f"bound), MFU at most {r['mfu']:.1%}"]
+  if "advice" in result:
+    lines.append(result["advice"])
+  return "\n".join(lines)

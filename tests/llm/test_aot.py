@@ -1,0 +1,123 @@
+"""Ahead-of-time compilation for TPU slices (llm.training.aot) through libtpu's compile-only devices: the
+report's arithmetic on hand-computed cases, and real compiles of a small model's SFT and DPO steps for
+v5e:2x2 and v5p:2x2x2 whose memory figures are checked against the arrays' own sizes."""
+
+import json
+import math
+import types
+
+import jax
+import pytest
+
+from llm import cli
+from llm.models.config import ModelConfig
+from llm.parallel import topology
+from llm.training import aot
+from llm.training.config import load_config
+
+pytest.importorskip("libtpu", reason="TPU compilation needs libtpu (the tpu-compile extra; the test extra pins it)")
+
+# Sizes that TPU tiles hold without padding: minor dimensions of every shard a multiple of 128.
+HF_CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 256, "intermediate_size": 512,
+             "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 128,
+             "vocab_size": 512, "max_position_embeddings": 512, "rms_norm_eps": 1e-6, "hidden_act": "silu",
+             "bos_token_id": 1, "eos_token_id": 2}
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+  folder = tmp_path_factory.mktemp("llama_config")  # config.json only: compiling needs no weights
+  (folder / "config.json").write_text(json.dumps(HF_CONFIG))
+  return str(folder)
+
+
+def settings(folder, mesh, **more):
+  return [f"model.path={folder}", "model.compute_dtype=bfloat16", "model.remat=true", "data.max_prompt_length=64",
+          "data.max_response_length=64", "train.batch_size=4", f"train.mesh={json.dumps(mesh)}",
+          *[f"{k}={v}" for k, v in more.items()]]
+
+
+def test_model_flops_and_roofline_by_hand():
+  config = ModelConfig(model_type="llama", vocab_size=10, hidden_size=4, num_layers=3, num_heads=2, num_kv_heads=1,
+                       head_dim=2, intermediate_size=8, max_position_embeddings=16, norm_eps=1e-6)
+  # per layer: q 4*2*2 + k, v 4*2*1 each + o 2*2*4 + MLP 3*4*8 = 16 + 16 + 16 + 96 = 144; LM head 4*10 = 40
+  assert aot.layer_matmul_params(config) == 144
+  total, forward = aot.model_flops(config, sequences=5, length=7)  # 35 tokens
+  attention = 12 * 3 * 2 * 2 * 7 * 35  # 12 L H d_head T per token
+  assert total == 6 * (3 * 144 + 40) * 35 + attention == 134_400
+  assert forward == 2 * 3 * 144 * 35 + attention / 3 == 42_000
+  chip = topology.Chip(hbm_bytes=1e3, peak_flops=100.0, hbm_bandwidth=10.0, cores=1)
+  assert aot.roofline(1000.0, 50.0, chip) == 10.0  # compute bound: 1000 / 100 > 50 / 10
+  assert aot.roofline(1000.0, 500.0, chip) == 50.0  # memory bound
+
+
+def test_a_v4_device_is_half_a_chip_and_unknown_kinds_are_refused():
+  v4 = topology.device_spec(types.SimpleNamespace(device_kind="TPU v4", num_cores=1))  # one TensorCore per device
+  assert v4.hbm_bytes == 16 * topology.GIB and v4.peak_flops == 137.5e12
+  assert topology.device_spec(types.SimpleNamespace(device_kind="TPU v5", num_cores=2)) == topology.CHIPS["TPU v5"]
+  with pytest.raises(ValueError, match="no published figures for 'TPU v9'"):
+    topology.device_spec(types.SimpleNamespace(device_kind="TPU v9", num_cores=1))
+
+
+def test_bad_topologies_and_commands_get_one_line(model_folder, capsys):
+  with pytest.raises(ValueError, match=r"--compile v5e:3x3: not a TPU slice libtpu knows"):
+    topology.compile_only_devices("v5e:3x3")
+  assert cli.main(["sample", "--compile", "v5e:2x2", f"model.path={model_folder}"]) == 2
+  assert "the command must be one of sft, reward, dpo, got sample" in capsys.readouterr().err
+  # 4 rows per micro-batch cannot split over 32 data-parallel chips
+  assert cli.main(["dpo", "--compile", "v5e:4x8", *settings(model_folder, {"data": -1})]) == 2
+  assert "4 rows per micro-batch do not divide over the 32 devices" in capsys.readouterr().err
+
+
+def check_memory_and_flops(result, mesh):
+  """Per chip, the compiled step's arguments are the shards of params, AdamW moments and batch; the donated
+  params and moments are aliased to the outputs (no second copy); XLA's flops lie between the model's and
+  the model's with remat's forward pass again; the roofline is the slower of compute and least traffic."""
+  assert result["chips"] == math.prod(mesh.values()) and result["mesh"] == {"data": 1, **mesh}
+  b = result["bytes_per_chip"]
+  n = result["parameters"]
+  norms = 256 * 5  # replicated; every other parameter is split over fsdp x tensor
+  assert b["parameters"] == 4 * ((n - norms) / (mesh["fsdp"] * mesh["tensor"]) + norms)
+  assert b["optimizer_state"] == pytest.approx(2 * b["parameters"], abs=64)  # mu and nu (and step counts)
+  assert b["arguments"] == pytest.approx(b["parameters"] + b["optimizer_state"] + b["batch"], rel=0.01)
+  assert b["aliased"] == pytest.approx(b["parameters"] + b["optimizer_state"], rel=0.01)
+  flops = result["flops_per_step"]
+  assert flops["model"] < flops["xla_per_chip_x_chips"] < 1.25 * flops["with_remat"]  # per step, all chips
+  least = result["bytes_accessed_per_chip"]["at_least"]
+  assert least == b["arguments"] + b["outputs"] + 2 * b["temporaries"]
+  chip = topology.CHIPS[result["device_kind"]]
+  assert result["roofline"]["step_seconds"] == max(flops["with_remat"] / result["chips"] / chip.peak_flops,
+                                                   least / chip.hbm_bandwidth)
+
+
+def test_the_cli_compiles_the_dpo_step_for_a_v5e_slice(model_folder, capsys):
+  mesh = {"fsdp": 2, "tensor": 2}
+  assert cli.main(["dpo", "--compile", "v5e:2x2", *settings(model_folder, mesh)]) == 0
+  text = capsys.readouterr().out
+  result = json.loads(text[text.index("\n{") + 1:])
+  assert result["fits"] and result["trainer"] == "dpo" and result["batch"]["sequences_per_step"] == 8  # 4 pairs
+  assert "fits" in text.splitlines()[1] and "MFU at most" in text
+  check_memory_and_flops(result, mesh)
+  assert jax.devices()[0].platform == "cpu"  # nothing ran on (or initialized) a TPU backend
+
+
+def test_sft_step_on_v5p_and_what_is_said_when_it_does_not_fit(model_folder, monkeypatch, capsys):
+  """The SFT step on a 2x2x2 v5p slice with all three axes; the same compiled step against a chip of 1 MiB:
+  the CLI exits 3 with one line giving the excess and the knobs (remat is already on, so not that one)."""
+  mesh = {"data": 2, "fsdp": 2, "tensor": 2}
+  config = load_config("sft", None, settings(model_folder, mesh))
+  devices = topology.compile_only_devices("v5p:2x2x2")
+  compiled, parts = aot.compile_train_step(config, "sft", devices)
+  result = {"topology": "v5p:2x2x2", "device_kind": devices[0].device_kind,
+            **aot.report(compiled, parts, config, "sft", topology.device_spec(devices[0]))}
+  assert result["fits"] and result["device_kind"] == "TPU v5"
+  check_memory_and_flops(result, mesh)
+  tiny = topology.CHIPS["TPU v5"]._replace(hbm_bytes=2 ** 20)
+  small = {**result, **aot.report(compiled, parts, config, "sft", tiny)}
+  over = (small["bytes_per_chip"]["total"] - 2 ** 20) / topology.GIB
+  assert not small["fits"] and small["advice"].startswith("does not fit: ")
+  assert f"({over:.1f} GiB over); try a larger train.mesh fsdp axis" in small["advice"]
+  assert "model.remat" not in small["advice"]
+  monkeypatch.setattr(aot, "run_compile", lambda *args: small)
+  assert cli.main(["sft", "--compile", "v5p:2x2x2", *settings(model_folder, mesh)]) == 3
+  assert small["advice"] in capsys.readouterr().out.splitlines()
