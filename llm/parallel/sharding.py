@@ -32,7 +32,8 @@ def make_mesh(shape, devices=None):
   size may be -1: all remaining devices). Axis types Auto (see the module docstring).
 
   Raises:
-    ValueError: unknown axis names, or sizes whose product is not the device count.
+    ValueError: unknown axis names, sizes whose product is not the device count, or (on a TPU slice) sizes
+      that are not products of its physical axes.
   """
   devices = jax.devices() if devices is None else devices
   unknown = sorted(set(shape) - set(MESH_AXES))
@@ -46,7 +47,11 @@ def make_mesh(shape, devices=None):
     sizes[sizes.index(-1)] = len(devices) // rest
   if int(np.prod(sizes)) != len(devices):
     raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} devices, have {len(devices)}")
-  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
+  try:
+    return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
+  except NotImplementedError as e:  # a TPU slice: each axis must be a product of its physical axes
+    raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} does not map onto the slice's physical axes "
+                     f"({str(e).split('. ')[0]}); choose sizes that are products of them") from None
 
 
 def logical_to_spec(names, shape, mesh, rules=DEFAULT_RULES):

@@ -46,8 +46,11 @@ def compile_only_devices(topology):
     if "TPU support not installed" in str(e):
       raise ValueError(f"--compile {topology}: compiling for a TPU slice needs libtpu: "
                        "pip install -e \".[tpu-compile]\"") from None
-    raise ValueError(f"--compile {topology}: not a TPU slice libtpu knows ({str(e).splitlines()[0]}); "
-                     "names look like v5e:2x2, v5p:2x2x2, v6e:4x4") from None
+    first = str(e).splitlines()[0]
+    if "INVALID_ARGUMENT" in first:
+      raise ValueError(f"--compile {topology}: not a TPU slice libtpu knows ({first}); names look like v5e:2x2, "
+                       "v5p:2x2x2, v6e:4x4") from None
+    raise ValueError(f"--compile {topology}: libtpu failed: {first}") from None  # e.g. another process holds it
 
 
 def device_spec(device):

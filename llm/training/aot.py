@@ -14,6 +14,7 @@ batch can be).
 
 import math
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -139,8 +140,8 @@ def roofline(flops, bytes_accessed, chip):
   return max(flops / chip.peak_flops, bytes_accessed / chip.hbm_bandwidth)
 
 
-def compile_train_step(config, trainer, devices):
-  """(compiled, parts) of `trainer`'s step for `config` on `devices` (compile-only or real); parts holds the
+def lower_train_step(config, trainer, devices):
+  """(lowered, parts) of `trainer`'s step for `config` on `devices` (compile-only or real); parts holds the
   model config, mesh and abstract params, frozen, opt_state and batch."""
   model = read_model_config(config.model, trainer)
   mesh = sharding.make_mesh(config.train.mesh, devices)
@@ -153,9 +154,22 @@ def compile_train_step(config, trainer, devices):
           mesh, microbatched=True))
   hparams = train_step.hyperparameters(config.train.learning_rate, weight_decay=config.train.weight_decay,
                                        max_grad_norm=config.train.max_grad_norm)
-  compiled = step.lower(graphdef, loss_function(trainer, config), params, frozen, opt_state, batch, hparams).compile()
-  return compiled, {"model": model, "mesh": mesh, "params": params, "frozen": frozen, "opt_state": opt_state,
-                    "batch": batch}
+  lowered = step.lower(graphdef, loss_function(trainer, config), params, frozen, opt_state, batch, hparams)
+  return lowered, {"model": model, "mesh": mesh, "params": params, "frozen": frozen, "opt_state": opt_state,
+                   "batch": batch}
+
+
+def compile_train_step(config, trainer, devices):
+  """(compiled, parts) of lower_train_step."""
+  lowered, parts = lower_train_step(config, trainer, devices)
+  return lowered.compile(), parts
+
+
+def state_bytes(parts, chip):
+  """Bytes per chip of the parameters, optimizer state and batch (from their shardings alone) and the HBM."""
+  return {"parameters": per_device_bytes((parts["params"], parts["frozen"])),
+          "optimizer_state": per_device_bytes(parts["opt_state"]), "batch": per_device_bytes(parts["batch"]),
+          "hbm": chip.hbm_bytes}
 
 
 def report(compiled, parts, config, trainer, chip):
@@ -182,12 +196,9 @@ def report(compiled, parts, config, trainer, chip):
       "trainer": trainer, "chips": chips, "mesh": dict(mesh.shape), "parameters": parameter_count(parts["params"])
       + parameter_count(parts["frozen"]), "trained_parameters": parameter_count(parts["params"]),
       "batch": {"sequences_per_step": sequences, "tokens_per_sequence": length, "grad_accum": accum},
-      "bytes_per_chip": {"parameters": per_device_bytes((parts["params"], parts["frozen"])),
-                         "optimizer_state": per_device_bytes(parts["opt_state"]),
-                         "batch": per_device_bytes(parts["batch"]),
-                         "arguments": memory.argument_size_in_bytes, "outputs": memory.output_size_in_bytes,
-                         "aliased": memory.alias_size_in_bytes, "temporaries": memory.temp_size_in_bytes,
-                         "total": total, "hbm": chip.hbm_bytes},
+      "bytes_per_chip": {**state_bytes(parts, chip), "arguments": memory.argument_size_in_bytes,
+                         "outputs": memory.output_size_in_bytes, "aliased": memory.alias_size_in_bytes,
+                         "temporaries": memory.temp_size_in_bytes, "total": total},
       "fits": total <= chip.hbm_bytes,
       "flops_per_step": {"model": flops, "with_remat": hardware, "xla_per_chip_x_chips": xla_flops * chips,
                          "xla_counts_one_lm_head_chunk": length - 1 > LM_HEAD_CHUNK},
@@ -197,20 +208,36 @@ def report(compiled, parts, config, trainer, chip):
                    "mfu": flops / (chips * chip.peak_flops * seconds)},
   }
   if not out["fits"]:
-    out["advice"] = advice(out, model.remat)
+    b, gib = out["bytes_per_chip"], topology.GIB
+    out["advice"] = (f"does not fit: {b['total'] / gib:.1f} GiB per chip of {b['hbm'] / gib:.1f} GiB "
+                     f"({(b['total'] - b['hbm']) / gib:.1f} GiB over); try " + knobs(b, b["temporaries"], model.remat))
   return out
 
 
-def advice(out, remat):
-  """One line for a step that does not fit: by how much, and which knobs shrink which part."""
-  b, gib = out["bytes_per_chip"], topology.GIB
+def knobs(b, temporaries, remat):
+  """The settings that shrink what a step holds per chip, with the sizes they act on."""
+  gib = topology.GIB
   state = b["parameters"] + b["optimizer_state"]
-  knobs = [f"a larger train.mesh fsdp axis (parameters and optimizer state: {state / gib:.1f} GiB per chip)",
-           f"a larger train.grad_accum (temporaries, mostly activations: {b['temporaries'] / gib:.1f} GiB)"]
+  found = [f"a larger train.mesh fsdp axis (parameters and optimizer state: {state / gib:.1f} GiB per chip)",
+           f"a larger train.grad_accum (temporaries, mostly activations: {temporaries / gib:.1f} GiB)"]
   if not remat:
-    knobs.append("model.remat=true (keeps one activation per layer instead of all)")
-  return (f"does not fit: {b['total'] / gib:.1f} GiB per chip of {b['hbm'] / gib:.1f} GiB "
-          f"({(b['total'] - b['hbm']) / gib:.1f} GiB over); try " + "; ".join(knobs))
+    found.append("model.remat=true (keeps one activation per layer instead of all)")
+  return "; ".join(found)
+
+
+def refused(error, parts, config, trainer, chip):
+  """The report of a step the compiler refused for want of HBM (its RESOURCE_EXHAUSTED message names what the
+  temporaries need and what the chip has; both in the compiler's G)."""
+  line = next(line for line in str(error).splitlines() if "RESOURCE_EXHAUSTED" in line)
+  sizes = [float(x) for x in re.findall(r"\(([\d.]+)G\)", line)]
+  b = state_bytes(parts, chip)
+  temporaries = sizes[0] * topology.GIB if sizes else 0.0
+  need = f"the compiler needs {sizes[0]:.1f} G per chip for temporaries alone, of {sizes[1]:.1f} G" if len(sizes) == 2 \
+      else line.split("RESOURCE_EXHAUSTED: ")[-1]
+  return {"trainer": trainer, "chips": parts["mesh"].devices.size, "mesh": dict(parts["mesh"].shape),
+          "parameters": parameter_count(parts["params"]) + parameter_count(parts["frozen"]),
+          "bytes_per_chip": b, "fits": False, "compiler": line.strip(),
+          "advice": f"does not fit: {need}; try " + knobs(b, temporaries, config.model.remat)}
 
 
 def run_compile(config, trainer, topology_name):
@@ -221,17 +248,27 @@ def run_compile(config, trainer, topology_name):
                      f"got {trainer}")
   devices = topology.compile_only_devices(topology_name)
   chip = topology.device_spec(devices[0])
-  compiled, parts = compile_train_step(config, trainer, devices)
-  return {"topology": topology_name, "device_kind": devices[0].device_kind,
-          **report(compiled, parts, config, trainer, chip)}
+  lowered, parts = lower_train_step(config, trainer, devices)
+  where = {"topology": topology_name, "device_kind": devices[0].device_kind}
+  try:
+    compiled = lowered.compile()
+  except jax.errors.JaxRuntimeError as e:
+    if "RESOURCE_EXHAUSTED" not in str(e):
+      raise
+    return {**where, **refused(e, parts, config, trainer, chip)}
+  return {**where, **report(compiled, parts, config, trainer, chip)}
 
 
 def format_report(result):
   """A short human-readable summary of run_compile's result."""
-  b, f, r, gib = result["bytes_per_chip"], result["flops_per_step"], result["roofline"], topology.GIB
+  b, gib = result["bytes_per_chip"], topology.GIB
   lines = [f"{result['trainer']} step on {result['topology']} ({result['chips']} x {result['device_kind']}, mesh "
-           f"{result['mesh']}): {result['parameters'] / 1e9:.2f} B parameters",
-           f"per chip: parameters {b['parameters'] / gib:.2f} GiB, optimizer state {b['optimizer_state'] / gib:.2f} "
+           f"{result['mesh']}): {result['parameters'] / 1e9:.2f} B parameters"]
+  if "compiler" in result:  # refused by the compiler: no memory analysis, no flops
+    return "\n".join([*lines, f"per chip: parameters {b['parameters'] / gib:.2f} GiB, optimizer state "
+                       f"{b['optimizer_state'] / gib:.2f} GiB; the compiler: {result['compiler']}", result["advice"]])
+  f, r = result["flops_per_step"], result["roofline"]
+  lines += [f"per chip: parameters {b['parameters'] / gib:.2f} GiB, optimizer state {b['optimizer_state'] / gib:.2f} "
            f"GiB, temporaries {b['temporaries'] / gib:.2f} GiB; total {b['total'] / gib:.2f} of {b['hbm'] / gib:.1f} "
            f"GiB: {'fits' if result['fits'] else 'DOES NOT FIT'}",
            f"flops per step: model {f['model']:.3e}, with remat {f['with_remat']:.3e}, XLA {f['xla_per_chip_x_chips']:.3e}"

@@ -64,6 +64,8 @@ def test_bad_topologies_and_commands_get_one_line(model_folder, capsys):
     topology.compile_only_devices("v5e:3x3")
   assert cli.main(["sample", "--compile", "v5e:2x2", f"model.path={model_folder}"]) == 2
   assert "the command must be one of sft, reward, dpo, got sample" in capsys.readouterr().err
+  assert cli.main(["dpo", "--compile", "v6e:4x4", *settings(model_folder, {"fsdp": 8, "tensor": 2})]) == 2
+  assert "does not map onto the slice's physical axes" in capsys.readouterr().err  # 8 is not a product of 4 x 4
   # 4 rows per micro-batch cannot split over 32 data-parallel chips
   assert cli.main(["dpo", "--compile", "v5e:4x8", *settings(model_folder, {"data": -1})]) == 2
   assert "4 rows per micro-batch do not divide over the 32 devices" in capsys.readouterr().err
@@ -121,3 +123,19 @@ def test_sft_step_on_v5p_and_what_is_said_when_it_does_not_fit(model_folder, mon
   monkeypatch.setattr(aot, "run_compile", lambda *args: small)
   assert cli.main(["sft", "--compile", "v5p:2x2x2", *settings(model_folder, mesh)]) == 3
   assert small["advice"] in capsys.readouterr().out.splitlines()
+
+
+def test_a_step_the_compiler_refuses_for_want_of_hbm_is_reported_as_not_fitting(model_folder):
+  """libtpu refuses to compile a step whose temporaries exceed the chip's HBM (RESOURCE_EXHAUSTED, the message
+  below is libtpu 0.0.42.1's): the report says it does not fit, with the compiler's figures and the knobs."""
+  config = load_config("dpo", None, settings(model_folder, {"fsdp": 4}, **{"model.remat": "false"}))
+  _, parts = aot.lower_train_step(config, "dpo", topology.compile_only_devices("v5e:2x2"))
+  error = RuntimeError("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries "
+                       "(175.48G) exceeds available HBM (95.74G).\nmore lines")
+  result = aot.refused(error, parts, config, "dpo", topology.CHIPS["TPU v5 lite"])
+  assert not result["fits"] and result["chips"] == 4 and result["compiler"].startswith("RESOURCE_EXHAUSTED")
+  assert result["advice"].startswith("does not fit: the compiler needs 175.5 G per chip for temporaries alone, "
+                                     "of 95.7 G; try a larger train.mesh fsdp axis")
+  assert "temporaries, mostly activations: 175.5 GiB" in result["advice"] and "model.remat=true" in result["advice"]
+  text = aot.format_report({"topology": "v5e:2x2", "device_kind": "TPU v5 lite", **result})
+  assert text.splitlines()[-1] == result["advice"] and "the compiler: RESOURCE_EXHAUSTED" in text
