@@ -35,7 +35,7 @@ MUTATIONS = [
      'return {"gamma_chosen": (chosen - offsets).mean(0), "gamma_rejected": (rejected - offsets).mean(0)}',
      ["tests/llm/test_trainers.py", "-k", "gamma"]),
     ("generate ignores top_p", "llm/inference/sampling.py",
-     "filtered = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)",
+     "filtered = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p if nucleus else 1.0)",
      "filtered = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=1.0)",
      ["tests/llm/test_models.py", "-k", "filtered_distribution"]),
     ("win rate for the wrong side", "llm/preference/evaluate.py",
