@@ -119,6 +119,8 @@ def test_head_to_head_counts_table_4_score():
   result = evaluate.head_to_head([1.0, 0.0, 2.0, 1.0], [0.0, 0.0, 3.0, 0.95], tie_tolerance=0.1)
   assert (result["win"], result["lose"], result["tie"]) == (0.25, 0.25, 0.5)
   assert result["score"] == 0.5 and result["score_se"] == pytest.approx(np.std([1, 0.5, 0, 0.5], ddof=1) / 2)
+  better = evaluate.head_to_head([2.0, 2.0, 0.0], [1.0, 1.0, 1.0])  # the policy wins twice: not symmetric
+  assert (better["win"], better["lose"], better["tie"], better["score"]) == (2 / 3, 1 / 3, 0.0, 2 / 3)
 
 
 @pytest.mark.parametrize("temperature,top_k,top_p", [(0.05, 0, 0.6), (0.1, 4, 1.0)])
