@@ -8,8 +8,8 @@ compiled by libtpu. The report, per chip: parameters, optimizer state, batch, XL
 (activations), the total against the chip's HBM and whether it fits; the model flops of a step (6 N tokens
 plus attention, PaLM's count), the flops remat adds, XLA's own count, and the roofline step time (the
 model's flops with remat at the chip's peak, or the least HBM traffic at its bandwidth, whichever is
-longer) and the MFU it implies: an upper bound, what a perfect kernel schedule would reach. Sequences are taken at data.max_prompt_length + data.max_response_length (the longest a
-batch can be).
+longer) and the MFU it implies: an upper bound, what a perfect kernel schedule would reach. Sequences are
+taken at data.max_prompt_length + data.max_response_length (the longest a batch can be).
 """
 
 import math
@@ -24,6 +24,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from llm.inference.logprobs import LM_HEAD_CHUNK
 from llm.models import config as model_config
+from llm.models import lora
 from llm.models.transformer import Transformer
 from llm.parallel import sharding, topology
 from llm.training import step as train_step
@@ -50,8 +51,6 @@ def read_model_config(model_section, trainer):
 def abstract_state(config, model_section, mesh, seed=0):
   """(graphdef, params, frozen, opt_state) of the model as the trainer splits it (llm.models.lora.trainable),
   every leaf a jax.ShapeDtypeStruct carrying its NamedSharding on `mesh`; nothing is allocated."""
-  from llm.models import lora
-
   def build():
     return trainers.with_adapters(Transformer(config, rngs=nnx.Rngs(0)), model_section, seed)
 
