@@ -1,6 +1,7 @@
 """Ahead-of-time compilation for TPU slices (llm.training.aot) through libtpu's compile-only devices: the
 report's arithmetic on hand-computed cases, and real compiles of a small model's SFT and DPO steps for
-v5e:2x2 and v5p:2x2x2 whose memory figures are checked against the arrays' own sizes."""
+v5e:2x2 (fsdp x tensor) and v5p:2x2x2 (data x fsdp x tensor) whose memory figures are checked against the
+arrays' own sizes."""
 
 import json
 import math
@@ -92,12 +93,15 @@ def check_memory_and_flops(result, mesh):
                                                    least / chip.hbm_bandwidth)
 
 
-def test_the_cli_compiles_the_dpo_step_for_a_v5e_slice(model_folder, capsys):
-  mesh = {"fsdp": 2, "tensor": 2}
-  assert cli.main(["dpo", "--compile", "v5e:2x2", *settings(model_folder, mesh)]) == 0
+@pytest.mark.parametrize("command,topology_name,mesh", [("dpo", "v5e:2x2", {"fsdp": 2, "tensor": 2}),
+                                                       ("sft", "v5e:2x2", {"fsdp": 2, "tensor": 2}),
+                                                       ("dpo", "v5p:2x2x2", {"data": 2, "fsdp": 2, "tensor": 2})])
+def test_the_cli_compiles_the_step_for_a_slice(command, topology_name, mesh, model_folder, capsys):
+  assert cli.main([command, "--compile", topology_name, *settings(model_folder, mesh)]) == 0
   text = capsys.readouterr().out
   result = json.loads(text[text.index("\n{") + 1:])
-  assert result["fits"] and result["trainer"] == "dpo" and result["batch"]["sequences_per_step"] == 8  # 4 pairs
+  sequences = 8 if command == "dpo" else 4  # 4 pairs score both responses; 4 SFT examples
+  assert result["fits"] and result["trainer"] == command and result["batch"]["sequences_per_step"] == sequences
   assert "fits" in text.splitlines()[1] and "MFU at most" in text
   check_memory_and_flops(result, mesh)
   assert jax.devices()[0].platform == "cpu"  # nothing ran on (or initialized) a TPU backend
