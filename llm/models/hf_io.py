@@ -91,20 +91,9 @@ def load_hf_checkpoint(path: str, dtype: str = "float32", mesh: jax.sharding.Mes
   Raises:
     ValueError: unsupported architecture, missing or unexpected tensors, shape mismatches.
   """
-  import transformers
   from safetensors import safe_open
 
-  config_file = os.path.join(path, "config.json")
-  if not os.path.exists(config_file):
-    raise ValueError(f"{path}: no config.json")
-  try:
-    with open(config_file) as f:
-      json.load(f)
-  except ValueError as e:
-    raise ValueError(f"{config_file}: not valid JSON ({e})") from None
-  hf_config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-  config = model_config.from_hf(hf_config, **{"dtype": dtype, "param_dtype": dtype,
-                                               "generation_eos_token_ids": generation_eos_ids(path), **config_overrides})
+  hf_config, config = read_config(path, **{"dtype": dtype, "param_dtype": dtype, **config_overrides})
   graphdef, state = abstract_model(config)
   state = jax.tree.map(lambda x: x, state)  # fresh Variables to fill; the cached ones stay abstract
   flat = dict(nnx.to_flat_state(state))
@@ -158,6 +147,27 @@ def load_hf_checkpoint(path: str, dtype: str = "float32", mesh: jax.sharding.Mes
     head.set_value(value)
   model = nnx.merge(graphdef, nnx.from_flat_state(flat))
   return model, config
+
+
+def read_config(path: str, **overrides: Any) -> tuple[Any, ModelConfig]:
+  """(transformers config, ModelConfig with `overrides`) of the HF folder `path`'s config.json (no weights
+  read), normalized by transformers as every load reads it.
+
+  Raises:
+    ValueError: no config.json, invalid JSON, or an unsupported architecture.
+  """
+  import transformers
+  config_file = os.path.join(path, "config.json")
+  if not os.path.exists(config_file):
+    raise ValueError(f"{path}: no config.json")
+  try:
+    with open(config_file) as f:
+      json.load(f)
+  except ValueError as e:
+    raise ValueError(f"{config_file}: not valid JSON ({e})") from None
+  hf_config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+  return hf_config, model_config.from_hf(hf_config, **{"generation_eos_token_ids": generation_eos_ids(path),
+                                                       **overrides})
 
 
 @functools.lru_cache(maxsize=8)

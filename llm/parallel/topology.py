@@ -63,5 +63,6 @@ def device_spec(device):
   chip = CHIPS.get(device.device_kind)
   if chip is None:
     raise ValueError(f"no published figures for {device.device_kind!r}; known: {sorted(CHIPS)}")
-  share = getattr(device, "num_cores", chip.cores) / chip.cores
-  return Chip(chip.hbm_bytes * share, chip.peak_flops * share, chip.hbm_bandwidth * share, getattr(device, "num_cores", 1))
+  cores = getattr(device, "num_cores", chip.cores)
+  share = cores / chip.cores
+  return Chip(chip.hbm_bytes * share, chip.peak_flops * share, chip.hbm_bandwidth * share, cores)

@@ -13,7 +13,6 @@ taken at data.max_prompt_length + data.max_response_length (the longest a batch 
 """
 
 import math
-import os
 import re
 
 import jax
@@ -23,8 +22,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from llm.inference.logprobs import LM_HEAD_CHUNK
-from llm.models import config as model_config
-from llm.models import lora
+from llm.models import hf_io, lora
 from llm.models.transformer import Transformer
 from llm.parallel import sharding, topology
 from llm.training import step as train_step
@@ -35,17 +33,14 @@ TRAINERS = ("sft", "reward", "dpo")
 
 
 def read_model_config(model_section, trainer):
-  """The ModelConfig of model.path's config.json (no weights needed; read through transformers, as a
-  checkpoint load reads it) with the section's dtypes and remat; a reward model gets a scalar head."""
-  import transformers
+  """The ModelConfig of model.path's config.json (llm.models.hf_io.read_config: no weights needed) with the
+  section's dtypes and remat; a reward model gets a scalar head."""
   path = require_file("model.path", model_section.path, folder=True)
-  require_file("model.path", os.path.join(path, "config.json"))
-  hf = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
   overrides = {"dtype": trainers.compute_dtype(model_section), "param_dtype": model_section.param_dtype,
                "remat": model_section.remat}
   if trainer == "reward":
     overrides["num_labels"] = 1
-  return model_config.from_hf(hf, **overrides)
+  return hf_io.read_config(path, **overrides)[1]
 
 
 def abstract_state(config, model_section, mesh, seed=0):
@@ -171,11 +166,17 @@ def state_bytes(parts, chip):
           "hbm": chip.hbm_bytes}
 
 
+def describe(parts, trainer):
+  """What was compiled: the trainer, the chips, the mesh and the model's parameter count."""
+  return {"trainer": trainer, "chips": parts["mesh"].devices.size, "mesh": dict(parts["mesh"].shape),
+          "parameters": parameter_count(parts["params"]) + parameter_count(parts["frozen"])}
+
+
 def report(compiled, parts, config, trainer, chip):
   """The fit and roofline of a compiled step (compile_train_step) on chips of `chip` (topology.Chip)."""
-  model, mesh = parts["model"], parts["mesh"]
+  model = parts["model"]
   memory = compiled.memory_analysis()
-  chips = mesh.devices.size
+  chips = parts["mesh"].devices.size
   total = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
            + memory.temp_size_in_bytes)
   length = config.data.max_prompt_length + config.data.max_response_length
@@ -192,8 +193,7 @@ def report(compiled, parts, config, trainer, chip):
   least_bytes = memory.argument_size_in_bytes + memory.output_size_in_bytes + 2 * memory.temp_size_in_bytes
   seconds = roofline(hardware / chips, least_bytes, chip)
   out = {
-      "trainer": trainer, "chips": chips, "mesh": dict(mesh.shape), "parameters": parameter_count(parts["params"])
-      + parameter_count(parts["frozen"]), "trained_parameters": parameter_count(parts["params"]),
+      **describe(parts, trainer), "trained_parameters": parameter_count(parts["params"]),
       "batch": {"sequences_per_step": sequences, "tokens_per_sequence": length, "grad_accum": accum},
       "bytes_per_chip": {**state_bytes(parts, chip), "arguments": memory.argument_size_in_bytes,
                          "outputs": memory.output_size_in_bytes, "aliased": memory.alias_size_in_bytes,
@@ -203,7 +203,7 @@ def report(compiled, parts, config, trainer, chip):
                          "xla_counts_one_lm_head_chunk": length - 1 > LM_HEAD_CHUNK},
       "bytes_accessed_per_chip": {"at_least": least_bytes, "xla": xla_bytes},
       "roofline": {"step_seconds": seconds,
-                   "compute_bound": hardware / chips / chip.peak_flops >= least_bytes / chip.hbm_bandwidth,
+                   "compute_bound": seconds == hardware / chips / chip.peak_flops,
                    "mfu": flops / (chips * chip.peak_flops * seconds)},
   }
   if not out["fits"]:
@@ -233,9 +233,7 @@ def refused(error, parts, config, trainer, chip):
   temporaries = sizes[0] * topology.GIB if sizes else 0.0
   need = f"the compiler needs {sizes[0]:.1f} G per chip for temporaries alone, of {sizes[1]:.1f} G" if len(sizes) == 2 \
       else line.split("RESOURCE_EXHAUSTED: ")[-1]
-  return {"trainer": trainer, "chips": parts["mesh"].devices.size, "mesh": dict(parts["mesh"].shape),
-          "parameters": parameter_count(parts["params"]) + parameter_count(parts["frozen"]),
-          "bytes_per_chip": b, "fits": False, "compiler": line.strip(),
+  return {**describe(parts, trainer), "bytes_per_chip": b, "fits": False, "compiler": line.strip(),
           "advice": f"does not fit: {need}; try " + knobs(b, temporaries, config.model.remat)}
 
 
@@ -263,13 +261,12 @@ def format_report(result):
   b, gib = result["bytes_per_chip"], topology.GIB
   lines = [f"{result['trainer']} step on {result['topology']} ({result['chips']} x {result['device_kind']}, mesh "
            f"{result['mesh']}): {result['parameters'] / 1e9:.2f} B parameters"]
+  state = f"per chip: parameters {b['parameters'] / gib:.2f} GiB, optimizer state {b['optimizer_state'] / gib:.2f} GiB"
   if "compiler" in result:  # refused by the compiler: no memory analysis, no flops
-    return "\n".join([*lines, f"per chip: parameters {b['parameters'] / gib:.2f} GiB, optimizer state "
-                       f"{b['optimizer_state'] / gib:.2f} GiB; the compiler: {result['compiler']}", result["advice"]])
+    return "\n".join([*lines, f"{state}; the compiler: {result['compiler']}", result["advice"]])
   f, r = result["flops_per_step"], result["roofline"]
-  lines += [f"per chip: parameters {b['parameters'] / gib:.2f} GiB, optimizer state {b['optimizer_state'] / gib:.2f} "
-           f"GiB, temporaries {b['temporaries'] / gib:.2f} GiB; total {b['total'] / gib:.2f} of {b['hbm'] / gib:.1f} "
-           f"GiB: {'fits' if result['fits'] else 'DOES NOT FIT'}",
+  lines += [f"{state}, temporaries {b['temporaries'] / gib:.2f} GiB; total {b['total'] / gib:.2f} of "
+           f"{b['hbm'] / gib:.1f} GiB: {'fits' if result['fits'] else 'DOES NOT FIT'}",
            f"flops per step: model {f['model']:.3e}, with remat {f['with_remat']:.3e}, XLA {f['xla_per_chip_x_chips']:.3e}"
            + (" (one LM-head chunk counted)" if f["xla_counts_one_lm_head_chunk"] else ""),
            f"roofline: {r['step_seconds'] * 1e3:.1f} ms per step ({'compute' if r['compute_bound'] else 'memory'} "
