@@ -71,10 +71,10 @@ def trl_step(model, pairs):
   prompt, chosen, rejected, ref = pairs
   tokenizer = tok.train_tokenizer(["a b c d e f g h"] * 8, vocab_size=300)  # only for the trainer's construction
   rows = datasets.Dataset.from_list([{"prompt": "a", "chosen": " b", "rejected": " c"}] * 4)
-  config = DPOConfig(output_dir=tempfile.mkdtemp(), beta=0.1, report_to=[], use_cpu=True, precompute_ref_log_probs=False,
+  # precompute mode: the reference log-probs come with the batch (and no reference copy of the model is kept)
+  config = DPOConfig(output_dir=tempfile.mkdtemp(), beta=0.1, report_to=[], use_cpu=True, precompute_ref_log_probs=True,
                      per_device_train_batch_size=len(prompt), bf16=False)
   trainer = DPOTrainer(model=model, args=config, train_dataset=rows, processing_class=tokenizer)
-  trainer.precompute_ref_logps = True  # the reference log-probs come with the batch, as in precompute mode
   both = lambda response: np.concatenate([prompt, response], 1)
   input_ids = torch.tensor(np.concatenate([both(chosen), both(rejected)]), dtype=torch.long)
   completion = np.concatenate([np.zeros_like(prompt), np.ones_like(chosen)], 1)
