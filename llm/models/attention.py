@@ -18,10 +18,10 @@ from llm.models.layers import soft_cap
 class KVCache(NamedTuple):
   """Keys and values of every layer for S slots, filled left to right (prompts are left-padded, so every
   sequence of the batch writes the same slot at each step). One buffer per layer: each layer writes its
-  new keys into its own buffer, which XLA updates in place inside the decoding loop (a stacked [L, ...]
-  array would be sliced, copied and written back at every step)."""
-  key: tuple  # L arrays [B, S, K, H]
-  value: tuple  # L arrays [B, S, K, H]
+  new keys into its own buffer, which XLA updates in place inside the decoding loop; scanned layers
+  (config.scan_layers) scan over one stacked [L, ...] buffer instead."""
+  key: tuple | jax.Array  # L arrays [B, S, K, H], or one [L, B, S, K, H] with scanned layers
+  value: tuple | jax.Array
   valid: jax.Array  # [B, S] bool: the slot holds a real (non-padding) token
   positions: jax.Array  # [B, S] int32 position of the token in each slot
   index: jax.Array  # scalar int32: the next slot to write
@@ -33,12 +33,15 @@ def _at(*index):
 
 
 def init_cache(config, batch, length, dtype=None):
-  """An empty KVCache with `length` slots."""
+  """An empty KVCache with `length` slots (stacked buffers for config.scan_layers)."""
   shape = (batch, length, config.num_kv_heads, config.head_dim)
   dtype = config.compute_dtype if dtype is None else dtype
-  zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
-  return KVCache(zeros, tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers)),
-                 jnp.zeros((batch, length), bool), jnp.zeros((batch, length), jnp.int32), jnp.zeros((), jnp.int32))
+  if config.scan_layers:
+    key, value = (jnp.zeros((config.num_layers, *shape), dtype) for _ in range(2))
+  else:
+    key, value = (tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers)) for _ in range(2))
+  return KVCache(key, value, jnp.zeros((batch, length), bool), jnp.zeros((batch, length), jnp.int32),
+                 jnp.zeros((), jnp.int32))
 
 
 def positions_from_mask(attention_mask):
@@ -116,6 +119,7 @@ class LayerContext(NamedTuple):
   positions: jax.Array  # [B, T]
   mask: jax.Array  # [B, 1, T, S]
   cache_index: jax.Array | None  # scalar: where the T new keys go, None without a cache
+  sliding: bool | jax.Array  # the layer attends through the sliding window (traced in scanned layers)
 
 
 def layer_context(attention_mask, positions, cache, window=None):
@@ -125,19 +129,21 @@ def layer_context(attention_mask, positions, cache, window=None):
   if cache is None:
     slots = jnp.arange(t, dtype=jnp.int32)
     return LayerContext(positions, attention_mask_4d(positions, positions, attention_mask, slots, slots, window),
-                        None)
+                        None, window is not None)
   k_valid = jax.lax.dynamic_update_slice(cache.valid, attention_mask, _at(0, cache.index))
   k_positions = jax.lax.dynamic_update_slice(cache.positions, positions, _at(0, cache.index))
   mask = attention_mask_4d(positions, k_positions, k_valid, cache.index + jnp.arange(t, dtype=jnp.int32),
                            jnp.arange(cache.valid.shape[1], dtype=jnp.int32), window)
-  return LayerContext(positions, mask, cache.index)
+  return LayerContext(positions, mask, cache.index, window is not None)
 
 
 def update_cache(cache, keys, values, attention_mask, positions):
-  """The cache after T new tokens: keys / values, L buffers [B, S, K, H] each already holding the new
-  tokens at cache.index (from cached_keys_values), and the new tokens' mask and positions [B, T]."""
+  """The cache after T new tokens: keys / values, L buffers [B, S, K, H] (a list, or stacked) each already
+  holding the new tokens at cache.index (from cached_keys_values), and the new tokens' mask and positions
+  [B, T]."""
   at = cache.index
-  return KVCache(tuple(keys), tuple(values), jax.lax.dynamic_update_slice(cache.valid, attention_mask, _at(0, at)),
+  keys, values = (x if isinstance(x, jax.Array) else tuple(x) for x in (keys, values))
+  return KVCache(keys, values, jax.lax.dynamic_update_slice(cache.valid, attention_mask, _at(0, at)),
                  jax.lax.dynamic_update_slice(cache.positions, positions, _at(0, at)), at + attention_mask.shape[1])
 
 

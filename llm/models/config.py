@@ -13,6 +13,10 @@ import jax.numpy as jnp
 from llm.models import registry
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+# What a rematerialized layer keeps from its forward pass for the backward pass (jax.checkpoint_policies):
+# nothing but its input (the least memory), every matmul output, or the matmul outputs without batch
+# dimensions (the projections, not the attention scores).
+REMAT_POLICIES = ("nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +58,8 @@ class ModelConfig:
   dtype: str = "float32"  # compute dtype (activations, matmuls)
   param_dtype: str = "float32"  # storage dtype of the parameters
   remat: bool = False  # rematerialize each layer in the backward pass
+  remat_policy: str = "nothing_saveable"  # what a rematerialized layer keeps: one of REMAT_POLICIES
+  scan_layers: bool = False  # one stacked Block [L, ...] run by lax.scan (llm.models.transformer.run_blocks)
 
   def __post_init__(self):
     registry.family(self.model_type)  # ValueError naming the supported model types
@@ -66,6 +72,8 @@ class ModelConfig:
                              set(self.layer_types) - {"full_attention", "sliding_attention"}):
       raise ValueError(f"layer_types must name full_attention or sliding_attention for each of the "
                        f"{self.num_layers} layers, got {self.layer_types}")
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in DTYPES:
         raise ValueError(f"{name} must be one of {sorted(DTYPES)}, got {getattr(self, name)!r}")

@@ -21,7 +21,7 @@ from llm.models import config as model_config
 from llm.models import lora
 from llm.models.config import ModelConfig
 from llm.models.layers import INIT_STD, Linear
-from llm.models.transformer import Transformer
+from llm.models.transformer import Transformer, layer_path
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -38,6 +38,18 @@ def param_table(config: ModelConfig) -> dict[str, tuple[tuple, bool]]:
   elif not config.tie_word_embeddings:
     table["lm_head.weight"] = (("lm_head", "kernel"), True)
   return table
+
+
+def stored_layout(config: ModelConfig, table: dict) -> dict[tuple, list[tuple]]:
+  """{parameter path in the model: [(layer, HF tensor name, transpose)]} of a tensor table: one entry with
+  layer None per parameter, or, with config.scan_layers, each stacked block parameter with its L layers'
+  tensors in layer order (llm.models.transformer.layer_path)."""
+  layout = {}
+  for name, (our_path, transpose) in table.items():
+    stored, layer = layer_path(config, our_path)
+    layout.setdefault(stored, []).append((layer, name, transpose))
+  return {stored: sorted(layers, key=lambda entry: -1 if entry[0] is None else entry[0])
+          for stored, layers in layout.items()}
 
 
 def tensor_files(path: str) -> dict[str, str]:
@@ -117,20 +129,32 @@ def load_hf_checkpoint(path: str, dtype: str = "float32", mesh: jax.sharding.Mes
     flat_shardings = dict(nnx.to_flat_state(shardings))
   handles = {file: safe_open(file, framework="numpy") for file in set(files.values())}
   try:
-    for name, (our_path, transpose) in table.items():
+    for our_path, layers in stored_layout(config, table).items():
       variable = flat[our_path]
       target = variable.get_value()
-      tensor = handles[files[name]].get_slice(name)
-      shape = tuple(tensor.get_shape())
-      expected = target.shape[::-1] if transpose else target.shape
-      if shape != tuple(expected):
-        raise ValueError(f"{path}: tensor {name} has shape {list(shape)}, expected {list(expected)} for "
-                         f"{'.'.join(map(str, our_path))}")
+      stacked = layers[0][0] is not None
+      tensors = []
+      for layer, name, transpose in layers:
+        tensor = handles[files[name]].get_slice(name)
+        shape = tuple(tensor.get_shape())
+        expected = target.shape[1:] if stacked else target.shape
+        if shape != tuple(expected[::-1] if transpose else expected):
+          raise ValueError(f"{path}: tensor {name} has shape {list(shape)}, expected "
+                           f"{list(expected[::-1] if transpose else expected)} for {'.'.join(map(str, our_path))}"
+                           f"{'' if layer is None else f' layer {layer}'}")
+        tensors.append((tensor, transpose))
 
-      def read(index, tensor=tensor, transpose=transpose, dtype=target.dtype):
-        index = tuple(index) + (slice(None),) * (len(shape) - len(index))
+      def read_one(tensor, transpose, index, dtype=target.dtype):
+        ndim = len(tensor.get_shape())
+        index = tuple(index) + (slice(None),) * (ndim - len(index))
         block = tensor[index[::-1]].T if transpose else tensor[index]
         return np.asarray(block).astype(dtype)
+
+      def read(index, tensors=tensors, stacked=stacked):
+        if not stacked:
+          return read_one(*tensors[0], index)
+        index = tuple(index) or (slice(None),)
+        return np.stack([read_one(*tensors[i], index[1:]) for i in range(len(tensors))[index[0]]])
 
       if mesh is None:
         variable.set_value(jnp.asarray(read(())))
@@ -201,12 +225,16 @@ def save_hf_checkpoint(model: Transformer, path: str, *, max_shard_bytes: int | 
   config = model.config
   flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
   modules = dict(nnx.iter_modules(model))
+  table = param_table(config)
   tensors = {}
-  for name, (our_path, transpose) in param_table(config).items():
+  for our_path, layers in stored_layout(config, table).items():
     module = modules.get(our_path[:-1])
     kernel = our_path[-1] == "kernel" and isinstance(module, Linear)  # merged_kernel: W itself without adapter
     value = np.asarray(jax.device_get(module.merged_kernel() if kernel else flat[our_path].get_value()))
-    tensors[name] = np.ascontiguousarray(value.T if transpose else value)
+    for layer, name, transpose in layers:
+      layer_value = value if layer is None else value[layer]
+      tensors[name] = np.ascontiguousarray(layer_value.T if transpose else layer_value)
+  tensors = {name: tensors[name] for name in table}  # the table's order, scanned or not (shards split by it)
   def fill(folder):
     model_config.to_hf(config).save_pretrained(folder)
     if config.generation_eos_token_ids:
@@ -256,8 +284,9 @@ def save_peft_adapter(model: Transformer, path: str, *, alpha: float, targets: S
     raise ValueError("the model has no LoRA adapters to export")
   table = config.family.param_table(config)
   tensors, rank = {}, None
-  for name, module in adapted.items():
-    a, b = (np.asarray(jax.device_get(x[...])) for x in (module.adapter.lora_a, module.adapter.lora_b))
+  for name, (module, layer) in adapted.items():
+    a, b = (np.asarray(jax.device_get(x[...] if layer is None else x[layer]))
+            for x in (module.adapter.lora_a, module.adapter.lora_b))
     rank = a.shape[1]
     tensors[f"base_model.model.{name}.lora_A.weight"] = np.ascontiguousarray(a.T)
     tensors[f"base_model.model.{name}.lora_B.weight"] = np.ascontiguousarray(b.T)

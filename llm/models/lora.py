@@ -14,6 +14,7 @@ trains: its modules_to_save); `trainable` is the nnx filter. llm.models.hf_io wr
 (save_hf_checkpoint) and the PEFT adapter folder (save_peft_adapter).
 """
 
+import functools
 import math
 
 import jax
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from llm.models.layers import Linear, annotated
+from llm.models.transformer import layer_path
 
 ALL_LINEAR = "all-linear"  # PEFT's target for every linear layer but the output head
 
@@ -31,14 +33,16 @@ def adapter_scale(rank, alpha, rslora=False):
 
 
 def projections(model):
-  """{HF module name: our Linear} for every projection of the model's blocks (the family's tensor table,
-  its [out, in] / [in, out] kernels)."""
+  """{HF module name: (our Linear, layer)} for every projection of the model's blocks (the family's tensor
+  table, its [out, in] / [in, out] kernels). `layer` is None, or with scanned layers (config.scan_layers)
+  the index into the stacked Linear that all layers share."""
   modules = dict(nnx.iter_modules(model))
   found = {}
   for name, (path, _) in model.config.family.param_table(model.config).items():
+    path, layer = layer_path(model.config, path)
     module = modules.get(path[:-1])
     if path[-1] == "kernel" and isinstance(module, Linear):
-      found[name.removesuffix(".weight")] = module
+      found[name.removesuffix(".weight")] = module, layer
   return found
 
 
@@ -67,21 +71,30 @@ def add_adapters(model, rank, alpha, targets=(), *, rslora=False, seed=0):
                        f"(its projections: {suffixes})")
   rngs = nnx.Rngs(seed)
   scale = adapter_scale(rank, alpha, rslora)
-  for name, module in found.items():
-    if not any(matches(name, target) for target in targets):
-      continue
-    names = module.kernel.get_metadata().get("out_sharding") or (None, None)
-    module.adapter = nnx.LoRA(module.in_features, rank, module.out_features, dtype=module.dtype,
-                              param_dtype=jnp.float32,
-                              a_initializer=annotated(nnx.initializers.he_uniform(), (names[0], None)),
-                              b_initializer=annotated(nnx.initializers.zeros, (None, names[1])), rngs=rngs)
+  for name, (module, layer) in found.items():
+    if module.adapter is not None or not any(matches(name, target) for target in targets):
+      continue  # a scanned model's layers share one stacked Linear: one stacked adapter for all
+    build = functools.partial(new_adapter, module, rank)
+    if layer is not None:  # stacked [L, ...] like the kernel, each layer's A drawn from its own key
+      build = nnx.split_rngs(splits=model.config.num_layers)(
+          nnx.vmap(build, in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"}))
+    module.adapter = build(rngs)
     module.adapter_scale = scale
   return model
 
 
+def new_adapter(module, rank, rngs):
+  """The nnx.LoRA of rank `rank` for the Linear `module` (one layer's, of a stacked module too): A he-uniform,
+  B zero, carrying the kernel's logical axis names (input axis, None) and (None, output axis)."""
+  names = (module.kernel.get_metadata().get("out_sharding") or (None, None))[-2:]
+  return nnx.LoRA(module.in_features, rank, module.out_features, dtype=module.dtype, param_dtype=jnp.float32,
+                  a_initializer=annotated(nnx.initializers.he_uniform(), (names[0], None)),
+                  b_initializer=annotated(nnx.initializers.zeros, (None, names[1])), rngs=rngs)
+
+
 def adapted(model):
-  """{HF module name: Linear} of the projections that carry an adapter."""
-  return {name: module for name, module in projections(model).items() if module.adapter is not None}
+  """{HF module name: (Linear, layer)} of the projections that carry an adapter (layer as in `projections`)."""
+  return {name: (module, layer) for name, (module, layer) in projections(model).items() if module.adapter is not None}
 
 
 def has_adapters(model):

@@ -6,6 +6,12 @@ Calling convention: `model(input_ids [B, T] int32, attention_mask [B, T] | None)
 layout, the score of each row's last attended token that is not config.pad_token_id, as transformers
 reads it; with pad == eos that is the token before a final EOS). With `cache=` (llm.models.attention.KVCache) it
 returns (logits, new cache): the decoding step of llm.inference.sampling.
+
+Layers: config.num_layers Blocks in a list, each traced on its own (`blocks[i]`), or with
+config.scan_layers one Block whose every parameter is stacked along a leading "layers" axis [L, ...],
+run by `jax.lax.scan` so that the traced and compiled program holds one layer whatever the depth
+(`run_blocks`). Both compute the same function; `layer_path` maps the per-layer parameter paths of the
+HF tables to the stacked ones.
 """
 
 import jax
@@ -28,7 +34,10 @@ class Transformer(nnx.Module):
     self.embed = nnx.Embed(config.vocab_size, config.hidden_size, dtype=config.compute_dtype,
                            param_dtype=config.weight_dtype, embedding_init=embed_init, rngs=rngs)
     self.position_embed = family.position_embedding(config, rngs=rngs)  # None where the blocks use RoPE
-    self.blocks = nnx.List([family.Block(config, i, rngs=rngs) for i in range(config.num_layers)])
+    if config.scan_layers:
+      self.blocks = stacked_blocks(config, rngs)
+    else:
+      self.blocks = nnx.List([family.Block(config, rngs=rngs) for _ in range(config.num_layers)])
     self.final_norm = family.final_norm(config, rngs=rngs)
     head_init = annotated(nnx.initializers.normal(INIT_STD), ("embed", "vocab"))
     if config.num_labels is not None:
@@ -56,14 +65,7 @@ class Transformer(nnx.Module):
       x = x * jnp.asarray(self.config.embedding_multiplier, self.config.weight_dtype).astype(x.dtype)
     if self.position_embed is not None:
       x = x + self.position_embed(positions)
-    new_keys, new_values = [], []
-    call = type(self.blocks[0]).__call__
-    call = nnx.remat(call) if self.config.remat and cache is None else call  # decoding needs no remat
-    for i, block in enumerate(self.blocks):
-      layer_cache = None if cache is None else (cache.key[i], cache.value[i])
-      x, (k, v) = call(block, x, sliding if self.config.slides(i) else full, layer_cache)
-      new_keys.append(k)
-      new_values.append(v)
+    x, new_keys, new_values = run_blocks(self.blocks, self.config, x, full, sliding, cache)
     x = self.final_norm(x)
     if cache is None:
       return x
@@ -92,6 +94,61 @@ class Transformer(nnx.Module):
     else:
       result = self.logits(hidden)
     return result if cache is None else (result, new_cache)
+
+
+def stacked_blocks(config, rngs):
+  """One family Block whose parameters are stacked [L, ...] over the config.num_layers layers, the leading
+  axis named "layers" in their logical axis names (each layer drawn from its own split of `rngs`)."""
+  @nnx.split_rngs(splits=config.num_layers)
+  @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+  def build(rngs):
+    return config.family.Block(config, rngs=rngs)
+
+  return build(rngs)
+
+
+def run_blocks(blocks, config, x, full, sliding, cache):
+  """x [B, T, E] through every layer: (x, keys, values), the layers' keys and values with the new tokens
+  written (their caches with `cache`; per layer, or stacked [L, ...] with config.scan_layers). `full` and
+  `sliding` are the LayerContexts of the layers with full and sliding-window attention.
+
+  With config.remat (and no cache: decoding needs none) each layer is rematerialized in the backward pass,
+  keeping what config.remat_policy saves. Scanned, the layers are one lax.scan over the stacked parameters
+  (and cache buffers), each layer's context chosen by its sliding flag."""
+  remat = config.remat and cache is None
+  policy = getattr(jax.checkpoint_policies, config.remat_policy)
+  if not config.scan_layers:
+    call = type(blocks[0]).__call__
+    call = nnx.remat(call, policy=policy) if remat else call
+    keys, values = [], []
+    for i, block in enumerate(blocks):
+      layer_cache = None if cache is None else (cache.key[i], cache.value[i])
+      x, (k, v) = call(block, x, sliding if config.slides(i) else full, layer_cache)
+      keys.append(k)
+      values.append(v)
+    return x, keys, values
+  graphdef, state = nnx.split(blocks)
+  slides = [config.slides(i) for i in range(config.num_layers)]
+
+  def layer(x, scanned):
+    state, slides_here, layer_cache = scanned
+    ctx = full if not any(slides) else jax.tree.map(lambda s, f: jnp.where(slides_here, s, f), sliding, full)
+    return nnx.merge(graphdef, state)(x, ctx, layer_cache)
+
+  if remat:
+    layer = jax.checkpoint(layer, policy=policy, prevent_cse=False)
+  layer_caches = None if cache is None else (cache.key, cache.value)
+  x, (keys, values) = jax.lax.scan(layer, x, (state, jnp.array(slides), layer_caches))
+  return x, keys, values
+
+
+def layer_path(config, path):
+  """(where a parameter lives in the model, its layer index): ("blocks", i, ...) (the paths of the
+  families' HF tables) lives at ("blocks", ...) index i of the stacked arrays with config.scan_layers;
+  every other path as it is, with index None."""
+  if config.scan_layers and path[0] == "blocks":
+    return ("blocks", *path[2:]), path[1]
+  return path, None
 
 
 def f32_matmul(a, b):

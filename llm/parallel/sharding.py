@@ -1,6 +1,6 @@
 """Device meshes and parameter/batch placement (MaxText style): every parameter carries logical axis names
-(llm.models.layers.annotated: "vocab", "embed", "q_heads", "kv_heads", "qkv", "mlp", "norm"), and `rules` map
-each logical name to mesh axes. A logical axis whose mesh axes do not divide the array's dimension is
+(llm.models.layers.annotated: "vocab", "embed", "q_heads", "kv_heads", "qkv", "mlp", "norm"; "layers", the
+stacked axis of scanned layers), and `rules` map each logical name to mesh axes. A logical axis whose mesh axes do not divide the array's dimension is
 replicated instead (e.g. 2 kv heads on a 4-way tensor axis).
 
 Axis types: the mesh is built with `AxisType.Auto` on purpose. Params, optimizer state and batches are
@@ -24,6 +24,7 @@ DEFAULT_RULES = (
     ("qkv", "tensor"),
     ("mlp", "tensor"),
     ("norm", None),
+    ("layers", None),  # every device holds its shards of every layer: lax.scan slices one layer per step
 )
 
 

@@ -34,10 +34,9 @@ TRAINERS = ("sft", "reward", "dpo")
 
 def read_model_config(model_section, trainer):
   """The ModelConfig of model.path's config.json (llm.models.hf_io.read_config: no weights needed) with the
-  section's dtypes and remat; a reward model gets a scalar head."""
+  section's dtypes, remat and layer scan; a reward model gets a scalar head."""
   path = require_file("model.path", model_section.path, folder=True)
-  overrides = {"dtype": trainers.compute_dtype(model_section), "param_dtype": model_section.param_dtype,
-               "remat": model_section.remat}
+  overrides = trainers.model_settings(model_section)
   if trainer == "reward":
     overrides["num_labels"] = 1
   return hf_io.read_config(path, **overrides)[1]

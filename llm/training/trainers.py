@@ -149,12 +149,17 @@ def compute_dtype(section):
   return section.compute_dtype or section.param_dtype
 
 
+def model_settings(section):
+  """The ModelConfig fields a ModelSection sets: dtypes, remat and its policy, scanned layers."""
+  return {"dtype": compute_dtype(section), "param_dtype": section.param_dtype, "remat": section.remat,
+          "remat_policy": section.remat_policy, "scan_layers": section.scan_layers}
+
+
 def load_model(section, mesh, *, path=None, key="model.path", **overrides):
   """(model, tokenizer) of an llm.training.config.ModelSection (or another folder `path`, named by the
   config key `key` in errors), placed on `mesh`."""
   path = require_file(key if path else "model.path", path or section.path, folder=True)
-  model, _ = hf_io.load_hf_checkpoint(path, dtype=compute_dtype(section), mesh=mesh, param_dtype=section.param_dtype,
-                                      remat=section.remat, **overrides)
+  model, _ = hf_io.load_hf_checkpoint(path, mesh=mesh, **{**model_settings(section), **overrides})
   tokenizer = tok.load_tokenizer(section.tokenizer or path)
   return model, tokenizer
 

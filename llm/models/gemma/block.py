@@ -27,23 +27,24 @@ class RMSNorm(nnx.Module):
 
 def rope_frequencies(config, sliding):
   """Inverse frequencies base^(-2i/H): base local_rope_theta in Gemma 3's sliding layers, rope_theta
-  elsewhere, divided by the linear scaling factor (config.rope_scaling, Gemma 3's global layers)."""
-  local = sliding and config.local_rope_theta is not None
-  inv_freq = rope_inverse_frequencies(config.local_rope_theta if local else config.rope_theta, config.head_dim)
-  return inv_freq if local else inv_freq / dict(config.rope_scaling).get("factor", 1.0)
+  elsewhere, divided by the linear scaling factor (config.rope_scaling, Gemma 3's global layers).
+  `sliding` may be traced (a scanned layer's flag)."""
+  inv_freq = rope_inverse_frequencies(config.rope_theta, config.head_dim) / dict(config.rope_scaling).get("factor", 1.0)
+  if config.local_rope_theta is None:
+    return inv_freq
+  return jnp.where(sliding, rope_inverse_frequencies(config.local_rope_theta, config.head_dim), inv_freq)
 
 
 class Block(nnx.Module):
   """x + post_attn_norm(attn(input_norm x)), then x + post_mlp_norm(mlp(pre_mlp_norm x)),
   mlp = down(gelu_tanh(gate x) * up x)."""
 
-  def __init__(self, config, layer, *, rngs):
+  def __init__(self, config, *, rngs):
     e, n, k, h, f = (config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim,
                      config.intermediate_size)
     kw = dict(config=config, rngs=rngs)
     norm = lambda dim: RMSNorm(dim, config.norm_eps, param_dtype=config.weight_dtype)
     self.config = config
-    self.sliding = config.slides(layer)
     self.input_norm, self.post_attn_norm, self.pre_mlp_norm, self.post_mlp_norm = (norm(e) for _ in range(4))
     self.q_proj = linear(e, n * h, ("embed", "q_heads"), bias=config.qkv_bias, **kw)
     self.k_proj = linear(e, k * h, ("embed", "kv_heads"), bias=config.qkv_bias, **kw)
@@ -66,7 +67,7 @@ class Block(nnx.Module):
     v = self.v_proj(y).reshape(b, t, c.num_kv_heads, c.head_dim)
     if c.qk_norm:
       q, k = self.q_norm(q), self.k_norm(k)
-    inv_freq = rope_frequencies(c, self.sliding)
+    inv_freq = rope_frequencies(c, ctx.sliding)
     q, k = apply_rope(q, ctx.positions, inv_freq), apply_rope(k, ctx.positions, inv_freq)
     k_all, v_all = attention.cached_keys_values(layer_cache, k, v, ctx.cache_index)
     scale = (c.query_pre_attn_scalar or c.head_dim) ** -0.5

@@ -11,8 +11,7 @@ from llm.models.layers import INIT_STD, annotated, layer_norm, linear
 class Block(nnx.Module):
   """x + c_proj(attn(c_attn(ln_1 x))), then x + mlp_c_proj(gelu_new(c_fc(ln_2 x)))."""
 
-  def __init__(self, config, layer, *, rngs):
-    del layer  # every layer of this family has the same parameters and rotary embedding
+  def __init__(self, config, *, rngs):
     e, f = config.hidden_size, config.intermediate_size
     kw = dict(config=config, rngs=rngs)
     self.config = config

@@ -41,8 +41,7 @@ def rope_frequencies(config):
 class Block(nnx.Module):
   """x + attn(norm(x)), then x + mlp(norm(x)); attn with RoPE and GQA, mlp = down(silu(gate x) * up x)."""
 
-  def __init__(self, config, layer, *, rngs):
-    del layer  # every layer of this family has the same parameters and rotary embedding
+  def __init__(self, config, *, rngs):
     e, n, k, h, f = (config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim,
                      config.intermediate_size)
     kw = dict(config=config, rngs=rngs)
