@@ -12,6 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from llm.models import splash
 from llm.models.layers import soft_cap
 
 
@@ -114,10 +115,23 @@ def attend(q, k, v, mask, scale, *, causal=False, softcap=None):
       default=lambda q, k, v, mask: jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale))
 
 
+def attend_layer(q, k, v, ctx, scale, config, softcap=None):
+  """A layer's attention (q [B, T, N, H], k, v [B, S, K, H], its LayerContext): llm.models.splash's kernel
+  for a forward pass without a cache when config.attention is "splash" (the window of a sliding layer; a
+  scanned layer's traced flag picks between the two kernels with lax.cond), else `attend`."""
+  if config.attention != "splash" or ctx.cache_index is not None:
+    return attend(q, k, v, ctx.mask, scale, causal=ctx.cache_index is None, softcap=softcap)
+  run = lambda window: splash.splash_attention(q, k, v, ctx.valid, scale, window=window, softcap=softcap)
+  if config.sliding_window is None or isinstance(ctx.sliding, bool):
+    return run(config.sliding_window if ctx.sliding else None)
+  return jax.lax.cond(ctx.sliding, lambda: run(config.sliding_window), lambda: run(None))
+
+
 class LayerContext(NamedTuple):
   """What every layer needs besides its input: the mask and positions, and the cache slot to write."""
   positions: jax.Array  # [B, T]
   mask: jax.Array  # [B, 1, T, S]
+  valid: jax.Array  # [B, S] bool: the key slots that hold real tokens
   cache_index: jax.Array | None  # scalar: where the T new keys go, None without a cache
   sliding: bool | jax.Array  # the layer attends through the sliding window (traced in scanned layers)
 
@@ -129,12 +143,12 @@ def layer_context(attention_mask, positions, cache, window=None):
   if cache is None:
     slots = jnp.arange(t, dtype=jnp.int32)
     return LayerContext(positions, attention_mask_4d(positions, positions, attention_mask, slots, slots, window),
-                        None, window is not None)
+                        attention_mask, None, window is not None)
   k_valid = jax.lax.dynamic_update_slice(cache.valid, attention_mask, _at(0, cache.index))
   k_positions = jax.lax.dynamic_update_slice(cache.positions, positions, _at(0, cache.index))
   mask = attention_mask_4d(positions, k_positions, k_valid, cache.index + jnp.arange(t, dtype=jnp.int32),
                            jnp.arange(cache.valid.shape[1], dtype=jnp.int32), window)
-  return LayerContext(positions, mask, cache.index, window is not None)
+  return LayerContext(positions, mask, k_valid, cache.index, window is not None)
 
 
 def update_cache(cache, keys, values, attention_mask, positions):

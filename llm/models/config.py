@@ -17,6 +17,9 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 # nothing but its input (the least memory), every matmul output, or the matmul outputs without batch
 # dimensions (the projections, not the attention scores).
 REMAT_POLICIES = ("nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
+# The attention of a forward pass over a sequence's own tokens (llm.models.attention.attend_layer): XLA's
+# (llm.models.attention.attend), or the Pallas splash kernel for TPU (llm.models.splash; interpret mode on CPU).
+ATTENTION = ("xla", "splash")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +63,7 @@ class ModelConfig:
   remat: bool = False  # rematerialize each layer in the backward pass
   remat_policy: str = "nothing_saveable"  # what a rematerialized layer keeps: one of REMAT_POLICIES
   scan_layers: bool = False  # one stacked Block [L, ...] run by lax.scan (llm.models.transformer.run_blocks)
+  attention: str = "xla"  # one of ATTENTION
 
   def __post_init__(self):
     registry.family(self.model_type)  # ValueError naming the supported model types
@@ -72,6 +76,8 @@ class ModelConfig:
                              set(self.layer_types) - {"full_attention", "sliding_attention"}):
       raise ValueError(f"layer_types must name full_attention or sliding_attention for each of the "
                        f"{self.num_layers} layers, got {self.layer_types}")
+    if self.attention not in ATTENTION:
+      raise ValueError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
     for name in ("dtype", "param_dtype"):

@@ -75,7 +75,11 @@ def map_batches(fn, arrays, batch_size, sharding=None):
     index = np.minimum(np.arange(start, start + batch_size), num - 1)
     batch = {k: np.asarray(v)[index][rows] for k, v in arrays.items()}
     batch = global_batch(batch, sharding) if sharding is not None else batch
-    out = fn(batch)
+    if sharding is None:
+      out = fn(batch)
+    else:
+      with jax.sharding.use_abstract_mesh(sharding.mesh.abstract_mesh):  # for llm.models.splash's shard_map
+        out = fn(batch)
     if sharding is not None and jax.process_count() > 1:
       out = multihost_utils.process_allgather(out, tiled=True)
     outputs.append(jax.tree.map(np.asarray, jax.device_get(out)))

@@ -9,6 +9,8 @@ intermediates. (`jax.make_mesh`'s default, Explicit, would make every intermedia
 type and require annotating each einsum.)
 """
 
+import functools
+
 import jax
 import numpy as np
 from flax import nnx
@@ -97,6 +99,17 @@ def batch_sharding(mesh, rules=DEFAULT_RULES, *, microbatched=False):
   microbatched, of an [A, B, ...] batch of A micro-batches (llm.training.step), each one split the same way."""
   axes = dict(rules)["batch"]
   return NamedSharding(mesh, PartitionSpec(None, axes) if microbatched else PartitionSpec(axes))
+
+
+def traced_on(mesh, fn):
+  """`fn` traced with `mesh` as the abstract mesh in context (jax.sharding.use_abstract_mesh): the mesh
+  llm.models.splash runs its kernel over in shard_map, since XLA cannot partition a Pallas kernel."""
+  @functools.wraps(fn)
+  def call(*args, **kwargs):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return fn(*args, **kwargs)
+
+  return call
 
 
 def state_shardings(tree, mesh):

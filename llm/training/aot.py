@@ -147,7 +147,8 @@ def lower_train_step(config, trainer, devices):
           mesh, microbatched=True))
   hparams = train_step.hyperparameters(config.train.learning_rate, weight_decay=config.train.weight_decay,
                                        max_grad_norm=config.train.max_grad_norm)
-  lowered = step.lower(graphdef, loss_function(trainer, config), params, frozen, opt_state, batch, hparams)
+  with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):  # llm.models.splash shard_maps its kernel over it
+    lowered = step.lower(graphdef, loss_function(trainer, config), params, frozen, opt_state, batch, hparams)
   return lowered, {"model": model, "mesh": mesh, "params": params, "frozen": frozen, "opt_state": opt_state,
                    "batch": batch}
 
@@ -184,8 +185,9 @@ def report(compiled, parts, config, trainer, chip):
   hardware = flops + (recomputed if model.remat else 0)
   cost = compiled.cost_analysis()
   accum = config.train.grad_accum
-  # XLA counts a loop body once: the micro-batch scan (so x grad_accum) and the LM head's chunk loop
-  # (llm.inference.logprobs: sequences longer than LM_HEAD_CHUNK positions count one chunk)
+  # XLA counts a loop body once: the micro-batch scan (so x grad_accum), the LM head's chunk loop
+  # (llm.inference.logprobs: sequences longer than LM_HEAD_CHUNK positions count one chunk) and the scan
+  # over scanned layers (one layer counted)
   xla_flops, xla_bytes = cost.get("flops", 0.0) * accum, cost.get("bytes accessed", 0.0) * accum
   # HBM traffic at least: every argument read, every output written, every temporary written and read once
   # (XLA's "bytes accessed" sums the operands of every op and overstates it several times over)
@@ -199,7 +201,8 @@ def report(compiled, parts, config, trainer, chip):
                          "temporaries": memory.temp_size_in_bytes, "total": total},
       "fits": total <= chip.hbm_bytes,
       "flops_per_step": {"model": flops, "with_remat": hardware, "xla_per_chip_x_chips": xla_flops * chips,
-                         "xla_counts_one_lm_head_chunk": length - 1 > LM_HEAD_CHUNK},
+                         "xla_counts_one_lm_head_chunk": length - 1 > LM_HEAD_CHUNK,
+                         "xla_counts_one_layer": model.scan_layers},
       "bytes_accessed_per_chip": {"at_least": least_bytes, "xla": xla_bytes},
       "roofline": {"step_seconds": seconds,
                    "compute_bound": seconds == hardware / chips / chip.peak_flops,
@@ -267,7 +270,8 @@ def format_report(result):
   lines += [f"{state}, temporaries {b['temporaries'] / gib:.2f} GiB; total {b['total'] / gib:.2f} of "
            f"{b['hbm'] / gib:.1f} GiB: {'fits' if result['fits'] else 'DOES NOT FIT'}",
            f"flops per step: model {f['model']:.3e}, with remat {f['with_remat']:.3e}, XLA {f['xla_per_chip_x_chips']:.3e}"
-           + (" (one LM-head chunk counted)" if f["xla_counts_one_lm_head_chunk"] else ""),
+           + "".join(f" ({what} counted)" for what, once in (("one LM-head chunk", f["xla_counts_one_lm_head_chunk"]),
+                                                             ("one layer", f["xla_counts_one_layer"])) if once),
            f"roofline: {r['step_seconds'] * 1e3:.1f} ms per step ({'compute' if r['compute_bound'] else 'memory'} "
            f"bound), MFU at most {r['mfu']:.1%}"]
   if "advice" in result:

@@ -47,6 +47,9 @@ def restore(mngr, like, step=None):
     like: a TrainState whose params / opt_state (arrays or jax.ShapeDtypeStruct with shardings) give the
       structure, dtypes and target shardings, e.g. a freshly initialized state on the target mesh.
     step: which checkpoint.
+
+  Raises:
+    ValueError: (one line) the checkpoint's parameter tree is not `like`'s.
   """
   step = mngr.latest_step() if step is None else step
   if step is None:
@@ -54,8 +57,15 @@ def restore(mngr, like, step=None):
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
                           {"params": like.params, "opt_state": like.opt_state,
                            "rng": replicated(jax.random.key_data(like.rng), like.params)})
-  restored = mngr.restore(step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(abstract),
-                                                        meta=ocp.args.JsonRestore()))
+  try:
+    restored = mngr.restore(step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(abstract),
+                                                          meta=ocp.args.JsonRestore()))
+  except ValueError as e:
+    if "tree structures do not match" not in str(e):
+      raise
+    raise ValueError(f"{mngr.directory}: the checkpoint of step {step} holds another parameter layout than this "
+                     "run's model (model.scan_layers or the LoRA settings changed since it was saved); resume with "
+                     "the settings that made it, or start over (--overwrite)") from None
   arrays, meta = restored["arrays"], restored["meta"]
   rng = jax.random.wrap_key_data(arrays["rng"], impl=meta["rng_impl"])
   return TrainState(arrays["params"], arrays["opt_state"], meta["step"], rng, meta["data_position"])

@@ -18,7 +18,7 @@ import yaml
 
 from gshf_jax.atomic import unwritable
 from gshf_jax.losses import check_combined
-from llm.models.config import REMAT_POLICIES
+from llm.models.config import ATTENTION, REMAT_POLICIES
 from llm.training.manifest import ON_CHANGE
 
 COMMANDS = ("sft", "reward", "dpo", "sample", "label", "evaluate", "rso", "multistep_rso", "hybrid", "online",
@@ -34,6 +34,7 @@ class ModelSection:
   remat: bool = False  # rematerialize each layer in the backward pass
   remat_policy: str = "nothing_saveable"  # what a rematerialized layer keeps (llm.models.config.REMAT_POLICIES)
   scan_layers: bool = False  # the layers as one stacked block under lax.scan: compile time independent of depth
+  attention: str = "xla"  # xla | splash: the Pallas TPU kernel in training and scoring (llm.models.splash)
   # LoRA (llm.models.lora): > 0 trains rank-r adapters of the lora_targets projections instead of every
   # parameter; exported merged (model/) and as a PEFT adapter folder (adapter/)
   lora_rank: int = 0
@@ -213,7 +214,7 @@ COMMAND_DEFAULTS = {
 
 CHOICES = {
     "model.param_dtype": ("float32", "bfloat16"), "model.compute_dtype": ("", "float32", "bfloat16"),
-    "model.remat_policy": REMAT_POLICIES,
+    "model.remat_policy": REMAT_POLICIES, "model.attention": ATTENTION,
     "oracle.kind": ("reward_model", "callable", "dataset"), "train.wandb": ("", "offline", "online"),
     "oracle.labels": ("bt", "argmax"), "pipeline.enhancer": ("reference", "best_of_n", "temperature"),
     "on_change": ON_CHANGE,

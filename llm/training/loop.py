@@ -69,9 +69,9 @@ def train(model, loss_fn, arrays, config, out_dir, *, eval_arrays=None, mesh=Non
   opt_shardings = sharding.state_shardings(opt_state, mesh)
   opt_state = jax.device_put(opt_state, opt_shardings)
   batch_shardings = sharding.batch_sharding(mesh, microbatched=True)
-  step_fn = train_step.make_train_step(param_shardings=param_shardings,
-                                       frozen_shardings=frozen_shardings, opt_shardings=opt_shardings,
-                                       batch_shardings=batch_shardings)
+  step_fn = sharding.traced_on(mesh, train_step.make_train_step(
+      param_shardings=param_shardings, frozen_shardings=frozen_shardings, opt_shardings=opt_shardings,
+      batch_shardings=batch_shardings))
   mngr = checkpoint.manager(os.path.join(os.path.abspath(out_dir), "checkpoints"),
                             max_to_keep=config.keep_checkpoints)
   state = checkpoint.TrainState(params, opt_state, 0, jax.random.key(config.seed), 0)
@@ -162,7 +162,7 @@ def make_evaluator(graphdef, frozen, loss_fn, arrays, micro, mesh):
     count = num // micro
     return {f"eval/{k}": v / count for k, v in totals.items()}
 
-  return evaluate
+  return sharding.traced_on(mesh, evaluate)
 
 
 class MetricsLogger:

@@ -150,9 +150,9 @@ def compute_dtype(section):
 
 
 def model_settings(section):
-  """The ModelConfig fields a ModelSection sets: dtypes, remat and its policy, scanned layers."""
+  """The ModelConfig fields a ModelSection sets: dtypes, remat and its policy, scanned layers, attention."""
   return {"dtype": compute_dtype(section), "param_dtype": section.param_dtype, "remat": section.remat,
-          "remat_policy": section.remat_policy, "scan_layers": section.scan_layers}
+          "remat_policy": section.remat_policy, "scan_layers": section.scan_layers, "attention": section.attention}
 
 
 def load_model(section, mesh, *, path=None, key="model.path", **overrides):

@@ -85,7 +85,8 @@ def check_memory_and_flops(result, mesh):
   assert b["arguments"] == pytest.approx(b["parameters"] + b["optimizer_state"] + b["batch"], rel=0.01)
   assert b["aliased"] == pytest.approx(b["parameters"] + b["optimizer_state"], rel=0.01)
   flops = result["flops_per_step"]
-  assert flops["model"] < flops["xla_per_chip_x_chips"] < 1.25 * flops["with_remat"]  # per step, all chips
+  if not flops["xla_counts_one_layer"]:  # (scanned layers: XLA counts one)
+    assert flops["model"] < flops["xla_per_chip_x_chips"] < 1.25 * flops["with_remat"]  # per step, all chips
   least = result["bytes_accessed_per_chip"]["at_least"]
   assert least == b["arguments"] + b["outputs"] + 2 * b["temporaries"]
   chip = topology.CHIPS[result["device_kind"]]
@@ -105,6 +106,40 @@ def test_the_cli_compiles_the_step_for_a_slice(command, topology_name, mesh, mod
   assert "fits" in text.splitlines()[1] and "MFU at most" in text
   check_memory_and_flops(result, mesh)
   assert jax.devices()[0].platform == "cpu"  # nothing ran on (or initialized) a TPU backend
+
+
+def test_scanned_layers_compile_to_the_same_shards_and_count_one_layer(model_folder, capsys):
+  """model.scan_layers: the stacked parameters shard as the unscanned ones (the same bytes per chip) and
+  XLA's flop count holds one of the two layers (the report says so)."""
+  mesh = {"fsdp": 2, "tensor": 2}
+  results = {}
+  for scan in ("false", "true"):
+    assert cli.main(["dpo", "--compile", "v5e:2x2", *settings(model_folder, mesh, **{"model.scan_layers": scan})]) == 0
+    text = capsys.readouterr().out
+    results[scan] = result = json.loads(text[text.index("\n{") + 1:])
+    assert result["fits"] and result["flops_per_step"]["xla_counts_one_layer"] == (scan == "true")
+    assert ("(one layer counted)" in text) == (scan == "true")
+    check_memory_and_flops(result, mesh)
+  unscanned, scanned = results["false"], results["true"]
+  for key in ("parameters", "optimizer_state", "batch"):
+    assert scanned["bytes_per_chip"][key] == pytest.approx(unscanned["bytes_per_chip"][key], abs=64), key
+  assert scanned["flops_per_step"]["model"] == unscanned["flops_per_step"]["model"]
+  assert scanned["flops_per_step"]["xla_per_chip_x_chips"] < unscanned["flops_per_step"]["xla_per_chip_x_chips"]
+
+
+def test_the_splash_kernel_compiles_inside_shard_map_for_a_slice(model_folder, capsys):
+  """model.attention=splash: the Pallas kernel lowers to Mosaic for TPU, once per device's shard (rows over
+  fsdp, heads over tensor), in the DPO step of a scanned model on v5e:2x2; the same memory figures."""
+  mesh = {"fsdp": 2, "tensor": 2}
+  more = {"model.attention": "splash", "model.scan_layers": "true"}
+  config = load_config("dpo", None, settings(model_folder, mesh, **more))
+  lowered, _ = aot.lower_train_step(config, "dpo", topology.compile_only_devices("v5e:2x2"))
+  assert "tpu_custom_call" in lowered.as_text()  # the Mosaic kernel, not an XLA fallback
+  assert cli.main(["dpo", "--compile", "v5e:2x2", *settings(model_folder, mesh, **more)]) == 0
+  text = capsys.readouterr().out
+  result = json.loads(text[text.index("\n{") + 1:])
+  assert result["fits"]
+  check_memory_and_flops(result, mesh)
 
 
 def test_sft_step_on_v5p_and_what_is_said_when_it_does_not_fit(model_folder, monkeypatch, capsys):

@@ -149,3 +149,25 @@ def test_remat_policy_is_checked():
     model_config.ModelConfig(model_type="llama", vocab_size=8, hidden_size=8, num_layers=1, num_heads=1,
                              num_kv_heads=1, head_dim=8, intermediate_size=8, max_position_embeddings=8,
                              norm_eps=1e-6, remat_policy="dots")
+
+
+def test_a_scanned_sft_run_trains_the_same_model_and_its_checkpoint_keeps_its_layout(assets, tmp_path):
+  """The trainer end to end (load, sharded step with remat, orbax checkpoints, export): scanned and unscanned
+  runs export the same weights; a checkpoint of one layout is refused, in one line, by a run of the other."""
+  from safetensors.numpy import load_file
+  from test_trainers import run
+
+  from llm.training import checkpoint
+  settings = {"train.max_steps": 3, "train.learning_rate": 3e-3, "train.warmup_ratio": 0, "model.remat": "true"}
+  outs = {scan: tmp_path / f"scan_{scan}" for scan in (False, True)}
+  for scan, out in outs.items():
+    run("sft", assets, out, **settings, **{"model.scan_layers": str(scan).lower()})
+  trained = [load_file(outs[scan] / "model" / hf_io.SINGLE_FILE) for scan in (False, True)]
+  initial = load_file(os.path.join(assets["policy"], hf_io.SINGLE_FILE))
+  for name, value in trained[0].items():
+    np.testing.assert_allclose(trained[1][name], value, atol=1e-5, err_msg=name)
+  assert max(np.abs(trained[0][n] - initial[n]).max() for n in initial) > 1e-3  # the runs moved the weights
+  unscanned = checkpoint.TrainState(nnx.state(hf_io.load_hf_checkpoint(assets["policy"])[0], nnx.Param), {}, 0,
+                                    jax.random.key(0), 0)
+  with pytest.raises(ValueError, match="holds another parameter layout than this run's model"):
+    checkpoint.restore(checkpoint.manager(str(outs[True] / "checkpoints")), unscanned)

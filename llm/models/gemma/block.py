@@ -71,8 +71,7 @@ class Block(nnx.Module):
     q, k = apply_rope(q, ctx.positions, inv_freq), apply_rope(k, ctx.positions, inv_freq)
     k_all, v_all = attention.cached_keys_values(layer_cache, k, v, ctx.cache_index)
     scale = (c.query_pre_attn_scalar or c.head_dim) ** -0.5
-    out = attention.attend(q, k_all, v_all, ctx.mask, scale, causal=ctx.cache_index is None,
-                           softcap=c.attn_logit_softcap)
+    out = attention.attend_layer(q, k_all, v_all, ctx, scale, c, softcap=c.attn_logit_softcap)
     x = x + self.post_attn_norm(self.o_proj(out.reshape(b * t, c.num_heads * c.head_dim)))
     y = self.pre_mlp_norm(x)
     y = self.down_proj(jax.nn.gelu(self.gate_proj(y), approximate=True) * self.up_proj(y))

@@ -30,7 +30,7 @@ class Block(nnx.Module):
     x = x.reshape(b * t, e)  # tokens flattened: 2-D matmuls (see llm.models.layers.linear)
     q, k, v = (z.reshape(b, t, c.num_heads, c.head_dim) for z in jax.numpy.split(self.c_attn(self.ln_1(x)), 3, -1))
     k_all, v_all = attention.cached_keys_values(layer_cache, k, v, ctx.cache_index)
-    out = attention.attend(q, k_all, v_all, ctx.mask, c.head_dim ** -0.5, causal=ctx.cache_index is None)
+    out = attention.attend_layer(q, k_all, v_all, ctx, c.head_dim ** -0.5, c)
     x = x + self.c_proj(out.reshape(b * t, e))
     x = x + self.mlp_c_proj(jax.nn.gelu(self.c_fc(self.ln_2(x)), approximate=True))
     return x.reshape(b, t, e), (k_all, v_all)

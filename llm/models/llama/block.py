@@ -74,7 +74,7 @@ class Block(nnx.Module):
     q, k = apply_rope(q, ctx.positions, inv_freq), apply_rope(k, ctx.positions, inv_freq)
     v = self.v_proj(y).reshape(b, t, c.num_kv_heads, c.head_dim)
     k_all, v_all = attention.cached_keys_values(layer_cache, k, v, ctx.cache_index)
-    out = attention.attend(q, k_all, v_all, ctx.mask, c.head_dim ** -0.5, causal=ctx.cache_index is None)
+    out = attention.attend_layer(q, k_all, v_all, ctx, c.head_dim ** -0.5, c)
     x = x + self.o_proj(out.reshape(b * t, c.num_heads * c.head_dim))
     y = self.post_norm(x)
     x = x + self.down_proj(jax.nn.silu(self.gate_proj(y)) * self.up_proj(y))
