@@ -118,11 +118,14 @@ def attend(q, k, v, mask, scale, *, causal=False, softcap=None):
 def attend_layer(q, k, v, ctx, scale, config, softcap=None):
   """A layer's attention (q [B, T, N, H], k, v [B, S, K, H], its LayerContext): llm.models.splash's kernel
   for a forward pass without a cache when config.attention is "splash" (the window of a sliding layer; a
-  scanned layer's traced flag picks between the two kernels with lax.cond), else `attend`."""
+  traced flag, in a scanned or rematerialized layer, picks between the two kernels with lax.cond), else
+  `attend`."""
   if config.attention != "splash" or ctx.cache_index is not None:
     return attend(q, k, v, ctx.mask, scale, causal=ctx.cache_index is None, softcap=softcap)
   run = lambda window: splash.splash_attention(q, k, v, ctx.valid, scale, window=window, softcap=softcap)
-  if config.sliding_window is None or isinstance(ctx.sliding, bool):
+  if config.sliding_window is None:
+    return run(None)
+  if isinstance(ctx.sliding, bool):
     return run(config.sliding_window if ctx.sliding else None)
   return jax.lax.cond(ctx.sliding, lambda: run(config.sliding_window), lambda: run(None))
 

@@ -5,8 +5,9 @@ an optional sliding window and Gemma 2's score soft-capping. It computes what `a
 the causal mask of `attention.layer_context`, for the real tokens (padding queries get other values: they
 are never used).
 
-On TPU it is the compiled Mosaic kernel; on CPU the same kernel in Pallas interpret mode (exact and slow:
-for tests). Mosaic kernels cannot be partitioned by XLA, so under a mesh (`jax.set_mesh`, as the trainers
+On TPU it is the compiled Mosaic kernel, which lowers only with jax_enable_x64 off (jax's default; Mosaic
+rejects the kernel's index arithmetic in int64); on CPU the same kernel in Pallas interpret mode (exact
+and slow: for tests). Mosaic kernels cannot be partitioned by XLA, so under a mesh (`jax.set_mesh`, as the trainers
 and llm.training.aot trace their step) the kernel runs inside `shard_map`: batch rows split over the
 "batch" rule's axes and heads over the "q_heads" rule's axis where they divide, as llm.parallel.sharding
 places the activations.

@@ -21,6 +21,7 @@ from flax import nnx
 from llm.models import attention
 from llm.models.config import ModelConfig
 from llm.models.layers import INIT_STD, annotated, soft_cap
+from llm.parallel import sharding
 
 
 class Transformer(nnx.Module):
@@ -109,7 +110,8 @@ def stacked_blocks(config, rngs):
 
 def run_blocks(blocks, config, x, full, sliding, cache):
   """x [B, T, E] through every layer: (x, keys, values), the layers' keys and values with the new tokens
-  written (their caches with `cache`; per layer, or stacked [L, ...] with config.scan_layers). `full` and
+  written (their caches with `cache`; per layer, or stacked [L, ...] with config.scan_layers, where
+  without a cache they are None rather than stacked outputs nobody reads). `full` and
   `sliding` are the LayerContexts of the layers with full and sliding-window attention.
 
   With config.remat (and no cache: decoding needs none) each layer is rematerialized in the backward pass,
@@ -132,14 +134,16 @@ def run_blocks(blocks, config, x, full, sliding, cache):
 
   def layer(x, scanned):
     state, slides_here, layer_cache = scanned
+    x = sharding.constrain_batch(x)
     ctx = full if not any(slides) else jax.tree.map(lambda s, f: jnp.where(slides_here, s, f), sliding, full)
-    return nnx.merge(graphdef, state)(x, ctx, layer_cache)
+    x, keys_values = nnx.merge(graphdef, state)(x, ctx, layer_cache)
+    return x, None if cache is None else keys_values  # without a cache no layer's keys are kept
 
   if remat:
     layer = jax.checkpoint(layer, policy=policy, prevent_cse=False)
   layer_caches = None if cache is None else (cache.key, cache.value)
-  x, (keys, values) = jax.lax.scan(layer, x, (state, jnp.array(slides), layer_caches))
-  return x, keys, values
+  x, keys_values = jax.lax.scan(layer, x, (state, jnp.array(slides), layer_caches))
+  return (x, None, None) if cache is None else (x, *keys_values)
 
 
 def layer_path(config, path):

@@ -101,6 +101,16 @@ def batch_sharding(mesh, rules=DEFAULT_RULES, *, microbatched=False):
   return NamedSharding(mesh, PartitionSpec(None, axes) if microbatched else PartitionSpec(axes))
 
 
+def constrain_batch(x, rules=DEFAULT_RULES):
+  """x [B, ...] held split over the "batch" rule's axes of the abstract mesh in context where they divide B
+  (jax.lax.with_sharding_constraint); x unchanged without a mesh."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return x
+  spec = logical_to_spec(("batch",) + (None,) * (x.ndim - 1), x.shape, mesh, rules)
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
 def traced_on(mesh, fn):
   """`fn` traced with `mesh` as the abstract mesh in context (jax.sharding.use_abstract_mesh): the mesh
   llm.models.splash runs its kernel over in shard_map, since XLA cannot partition a Pallas kernel."""

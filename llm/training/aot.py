@@ -147,7 +147,9 @@ def lower_train_step(config, trainer, devices):
           mesh, microbatched=True))
   hparams = train_step.hyperparameters(config.train.learning_rate, weight_decay=config.train.weight_decay,
                                        max_grad_norm=config.train.max_grad_norm)
-  with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):  # llm.models.splash shard_maps its kernel over it
+  # the mesh llm.models.splash shard_maps its kernel over; 32-bit defaults, as a training run has them
+  # (Mosaic kernels do not lower under jax_enable_x64, which the test suite turns on)
+  with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), jax.enable_x64(False):
     lowered = step.lower(graphdef, loss_function(trainer, config), params, frozen, opt_state, batch, hparams)
   return lowered, {"model": model, "mesh": mesh, "params": params, "frozen": frozen, "opt_state": opt_state,
                    "batch": batch}

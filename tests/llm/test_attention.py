@@ -119,8 +119,8 @@ def test_splash_kernel_equals_a_plain_softmax(t, heads, window, softcap, seed):
 
 def test_a_model_with_the_splash_kernel_equals_one_with_xla_attention(tiny_hf_configs):
   """Gemma 3 scanned (sliding and full layers: the scan picks the windowed or the causal kernel per layer with
-  lax.cond) and Mistral unrolled (a window in every layer): the same log-probs of the real tokens and the
-  same gradients."""
+  lax.cond) and Llama unrolled and rematerialized (no window; nnx.remat traces the sliding flag): the same
+  log-probs of the real tokens and the same gradients."""
   import dataclasses
 
   from flax import nnx
@@ -139,8 +139,8 @@ def test_a_model_with_the_splash_kernel_equals_one_with_xla_attention(tiny_hf_co
     loss = lambda state: (per_token(state) * scored).sum()
     return jax.jit(jax.value_and_grad(loss))(state)
 
-  for name, scan in (("gemma3", True), ("mistral_window", False)):
-    xla = model_config.from_hf(tiny_hf_configs[name], scan_layers=scan)
+  for name, scan in (("gemma3", True), ("llama", False)):
+    xla = model_config.from_hf(tiny_hf_configs[name], scan_layers=scan, remat=not scan)
     (value, grads), (expected, expected_grads) = map(
         loss_and_grads, (dataclasses.replace(xla, attention="splash"), xla))
     np.testing.assert_allclose(value, expected, rtol=1e-5, err_msg=name)
