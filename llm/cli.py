@@ -7,8 +7,8 @@ rso, multistep_rso, hybrid, online, best_of_n (llm.preference.pipelines). Settin
 llm.training.config's sections (model.*, data.*, train.*, dpo.*, reward.*, oracle.*, sample.*, label.*,
 evaluate.*, distributed.*, output_dir) from the YAML file and the overrides. The same command runs on
 every host of a multi-host job (jax.distributed is initialized from distributed.* or the environment).
-With --compile TOPOLOGY, sft / reward / dpo compile their training step for a TPU slice and report whether
-it fits, instead of running (llm.training.aot).
+With --compile TOPOLOGY, sft / reward / dpo compile their training step for a TPU slice, and sample its
+generation for one chip of it, and report whether it fits, instead of running (llm.training.aot).
 """
 
 import argparse
@@ -121,8 +121,9 @@ def parser():
                       help="continue an unfinished training run under changed settings (on_change=resume)")
   p.add_argument("--compile", metavar="TOPOLOGY",
                  help="sft, reward, dpo: compile the training step for a TPU slice (e.g. v5p:4x4x4) instead of "
-                      "running it, and report memory per chip and the roofline (llm.training.aot; needs the "
-                      "tpu-compile extra); exit status 3 when it does not fit")
+                      "running it, and report memory per chip and the roofline; sample: the generation on one "
+                      "chip of the slice (llm.training.aot; needs the tpu-compile extra); exit status 3 when it "
+                      "does not fit")
   p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.learning_rate=1e-5 output_dir=runs/x")
   return p
 

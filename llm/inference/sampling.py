@@ -74,15 +74,16 @@ def generate(model, prompt_ids, prompt_mask, key, *, max_new_tokens, temperature
   transformer.check_positions(model, int(np.asarray(prompt_mask).sum(1).max()) + max_new_tokens,
                               f"the longest prompt + max_new_tokens {max_new_tokens}")
   graphdef, state = nnx.split(model)
-  return _generate(graphdef, state, jnp.asarray(prompt_ids, jnp.int32), jnp.asarray(prompt_mask, bool), key,
+  return generate_jitted(graphdef, state, jnp.asarray(prompt_ids, jnp.int32), jnp.asarray(prompt_mask, bool), key,
                    jnp.float32(temperature or 1.0), jnp.float32(top_p), max_new_tokens=max_new_tokens,
                    greedy=temperature == 0, top_k=int(top_k), nucleus=top_p < 1.0,
                    stop_tokens=tuple(int(t) for t in stop_tokens), num_samples=num_samples, pad_id=pad_id)
 
 
-# temperature and top_p are traced: one compilation serves a temperature sweep
+# `generate`'s compiled function (llm.training.aot lowers it for a TPU chip). temperature and top_p are
+# traced: one compilation serves a temperature sweep
 @jax.jit(static_argnames=("max_new_tokens", "greedy", "top_k", "nucleus", "stop_tokens", "num_samples", "pad_id"))
-def _generate(graphdef, state, prompt_ids, prompt_mask, key, temperature, top_p, *, max_new_tokens, greedy, top_k,
+def generate_jitted(graphdef, state, prompt_ids, prompt_mask, key, temperature, top_p, *, max_new_tokens, greedy, top_k,
               nucleus, stop_tokens, num_samples, pad_id):
   model = nnx.merge(graphdef, state)
   prompt_ids = jnp.repeat(prompt_ids, num_samples, axis=0)

@@ -5,11 +5,17 @@ The step is the one `python -m llm <trainer>` would run (llm.training.step.train
 loss, mesh, logical-axis rules, shardings, dtypes, remat, LoRA and micro-batches), lowered on abstract
 arrays (jax.ShapeDtypeStruct with NamedShardings over llm.parallel.topology's compile-only devices) and
 compiled by libtpu. The report, per chip: parameters, optimizer state, batch, XLA's temporaries
-(activations), the total against the chip's HBM and whether it fits; the model flops of a step (6 N tokens
+(activations), the total (XLA's peak memory) against the chip's HBM and whether it fits; the model flops of a step (6 N tokens
 plus attention, PaLM's count), the flops remat adds, XLA's own count, and the roofline step time (the
 model's flops with remat at the chip's peak, or the least HBM traffic at its bandwidth, whichever is
 longer) and the MFU it implies: an upper bound, what a perfect kernel schedule would reach. Sequences are
 taken at data.max_prompt_length + data.max_response_length (the longest a batch can be).
+
+`python -m llm sample --compile TOPOLOGY` compiles the generation instead (llm.inference.sampling's prefill
+and KV-cache decode loop, as `sample`, the pipelines and RSO run it: a whole model per chip, each chip
+sampling its own prompts) for one chip of the slice: parameters, the KV cache and XLA's temporaries against
+the chip's HBM, and the roofline times of the prefill and of one decoding step (a step reads every
+parameter and the cache: memory-bound unless the batch is large).
 """
 
 import math
@@ -21,6 +27,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from llm.inference import sampling
 from llm.inference.logprobs import LM_HEAD_CHUNK
 from llm.models import hf_io, lora
 from llm.models.transformer import Transformer
@@ -174,13 +181,21 @@ def describe(parts, trainer):
           "parameters": parameter_count(parts["params"]) + parameter_count(parts["frozen"])}
 
 
+def peak_bytes(memory):
+  """What a compiled program holds at its peak, per device: XLA's peak_memory_in_bytes (the heap peak of its
+  buffer assignment; on TPU it counts buffers that temp_size_in_bytes leaves out, such as a while loop's
+  carried KV cache), and at least arguments + outputs - aliased + temporaries."""
+  held = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
+          + memory.temp_size_in_bytes)
+  return max(getattr(memory, "peak_memory_in_bytes", 0), held)
+
+
 def report(compiled, parts, config, trainer, chip):
   """The fit and roofline of a compiled step (compile_train_step) on chips of `chip` (topology.Chip)."""
   model = parts["model"]
   memory = compiled.memory_analysis()
   chips = parts["mesh"].devices.size
-  total = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
-           + memory.temp_size_in_bytes)
+  total = peak_bytes(memory)
   length = config.data.max_prompt_length + config.data.max_response_length
   sequences = config.train.batch_size * (1 if trainer == "sft" else 2)  # a pair scores both responses
   flops, recomputed = model_flops(model, sequences, length)
@@ -244,13 +259,16 @@ def refused(error, parts, config, trainer, chip):
 def run_compile(config, trainer, topology_name):
   """Compiles `trainer`'s step of `config` for the TPU slice `topology_name` and returns report(...) with
   the slice's name and device kind."""
-  if trainer not in TRAINERS:
-    raise ValueError(f"--compile compiles a training step: the command must be one of {', '.join(TRAINERS)}, "
-                     f"got {trainer}")
+  if trainer not in (*TRAINERS, "sample"):
+    raise ValueError(f"--compile compiles a training step or the sampler: the command must be one of "
+                     f"{', '.join(TRAINERS)}, sample, got {trainer}")
   devices = topology.compile_only_devices(topology_name)
   chip = topology.device_spec(devices[0])
-  lowered, parts = lower_train_step(config, trainer, devices)
   where = {"topology": topology_name, "device_kind": devices[0].device_kind}
+  if trainer == "sample":
+    lowered, parts = lower_sampler(config, devices[0])
+    return {**where, **sampler_report(lowered.compile(), parts, chip)}
+  lowered, parts = lower_train_step(config, trainer, devices)
   try:
     compiled = lowered.compile()
   except jax.errors.JaxRuntimeError as e:
@@ -260,9 +278,73 @@ def run_compile(config, trainer, topology_name):
   return {**where, **report(compiled, parts, config, trainer, chip)}
 
 
+def lower_sampler(config, device):
+  """(lowered, parts) of the generation `sample` runs (llm.inference.sampling's jitted prefill + decode) on
+  one `device`: sample.batch_size prompts of data.max_prompt_length tokens (rounded up as sample_texts pads
+  them), sample.num_samples continuations each, sample.max_new_tokens new tokens; parts holds the model
+  config, the abstract state and the shapes."""
+  model = read_model_config(config.model, "sample")
+  one = NamedSharding(sharding.make_mesh({"data": 1}, [device]), PartitionSpec())
+  placed = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one)
+  graphdef, state = nnx.split(nnx.eval_shape(lambda: Transformer(model, rngs=nnx.Rngs(0))))
+  state = jax.tree.map(placed, state)
+  s = config.sample
+  prompt = -(-config.data.max_prompt_length // sampling.PROMPT_MULTIPLE) * sampling.PROMPT_MULTIPLE
+  ids, mask = (placed(jax.ShapeDtypeStruct((s.batch_size, prompt), dtype)) for dtype in (jnp.int32, jnp.bool_))
+  key, scalar = placed(jax.eval_shape(lambda: jax.random.key(0))), placed(jax.ShapeDtypeStruct((), jnp.float32))
+  eos = model.eos_token_id
+  lowered = sampling.generate_jitted.lower(
+      graphdef, state, ids, mask, key, scalar, scalar, max_new_tokens=s.max_new_tokens, greedy=s.temperature == 0,
+      top_k=s.top_k, nucleus=s.top_p < 1.0, stop_tokens=eos if isinstance(eos, tuple) else (eos or 0,),
+      num_samples=s.num_samples, pad_id=0)
+  return lowered, {"model": model, "state": state, "rows": s.batch_size * s.num_samples, "prompt": prompt,
+                   "new_tokens": s.max_new_tokens}
+
+
+def sampler_report(compiled, parts, chip):
+  """The fit and roofline of a compiled sampler (lower_sampler) on one chip of `chip` (topology.Chip)."""
+  model, rows, prompt, new = parts["model"], parts["rows"], parts["prompt"], parts["new_tokens"]
+  memory = compiled.memory_analysis()
+  params = per_device_bytes(parts["state"])
+  cache = (2 * model.num_layers * rows * (prompt + new) * model.num_kv_heads * model.head_dim
+           * jnp.dtype(model.compute_dtype).itemsize)
+  total = peak_bytes(memory)
+  matmul = model.num_layers * layer_matmul_params(model) + model.hidden_size * model.vocab_size
+  attention = 4 * model.num_layers * model.num_heads * model.head_dim  # per token and key: scores and values
+  prefill = roofline(2 * matmul * rows * prompt + attention * rows * prompt * prompt / 2, params + cache, chip)
+  step_flops, step_bytes = 2 * matmul * rows + attention * rows * (prompt + new), params + cache
+  step = roofline(step_flops, step_bytes, chip)
+  out = {"trainer": "sample", "chips": 1, "mesh": {}, "parameters": parameter_count(parts["state"]),
+         "batch": {"rows": rows, "prompt_tokens": prompt, "new_tokens": new},
+         "bytes_per_chip": {"parameters": params, "kv_cache": cache, "arguments": memory.argument_size_in_bytes,
+                            "outputs": memory.output_size_in_bytes, "temporaries": memory.temp_size_in_bytes,
+                            "total": total, "hbm": chip.hbm_bytes},
+         "fits": total <= chip.hbm_bytes,
+         "roofline": {"prefill_seconds": prefill, "decode_step_seconds": step,
+                      "decode_tokens_per_second": rows / step,
+                      "decode_memory_bound": step == step_bytes / chip.hbm_bandwidth}}
+  if not out["fits"]:
+    gib = topology.GIB
+    out["advice"] = (f"does not fit: {total / gib:.1f} GiB on one chip of {chip.hbm_bytes / gib:.1f} GiB; try a "
+                     f"smaller sample.batch_size or sample.num_samples (KV cache: {cache / gib:.1f} GiB) or "
+                     f"model.param_dtype=bfloat16 (parameters: {params / gib:.1f} GiB)")
+  return out
+
+
 def format_report(result):
   """A short human-readable summary of run_compile's result."""
   b, gib = result["bytes_per_chip"], topology.GIB
+  if result["trainer"] == "sample":
+    r, batch = result["roofline"], result["batch"]
+    lines = [f"sample on one chip of {result['topology']} ({result['device_kind']}): {result['parameters'] / 1e9:.2f} "
+             f"B parameters, {batch['rows']} rows x ({batch['prompt_tokens']} + {batch['new_tokens']}) tokens",
+             f"parameters {b['parameters'] / gib:.2f} GiB, KV cache {b['kv_cache'] / gib:.2f} GiB, temporaries "
+             f"{b['temporaries'] / gib:.2f} GiB; total {b['total'] / gib:.2f} of {b['hbm'] / gib:.1f} GiB: "
+             f"{'fits' if result['fits'] else 'DOES NOT FIT'}",
+             f"roofline: prefill {r['prefill_seconds'] * 1e3:.1f} ms, a decoding step {r['decode_step_seconds'] * 1e3:.2f} "
+             f"ms ({'memory' if r['decode_memory_bound'] else 'compute'} bound), at most "
+             f"{r['decode_tokens_per_second']:.0f} tokens/s"]
+    return "\n".join(lines + ([result["advice"]] if "advice" in result else []))
   lines = [f"{result['trainer']} step on {result['topology']} ({result['chips']} x {result['device_kind']}, mesh "
            f"{result['mesh']}): {result['parameters'] / 1e9:.2f} B parameters"]
   state = f"per chip: parameters {b['parameters'] / gib:.2f} GiB, optimizer state {b['optimizer_state'] / gib:.2f} GiB"

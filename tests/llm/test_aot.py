@@ -63,8 +63,8 @@ def test_a_v4_device_is_half_a_chip_and_unknown_kinds_are_refused():
 def test_bad_topologies_and_commands_get_one_line(model_folder, capsys):
   with pytest.raises(ValueError, match=r"--compile v5e:3x3: not a TPU slice libtpu knows"):
     topology.compile_only_devices("v5e:3x3")
-  assert cli.main(["sample", "--compile", "v5e:2x2", f"model.path={model_folder}"]) == 2
-  assert "the command must be one of sft, reward, dpo, got sample" in capsys.readouterr().err
+  assert cli.main(["label", "--compile", "v5e:2x2", f"model.path={model_folder}"]) == 2
+  assert "the command must be one of sft, reward, dpo, sample, got label" in capsys.readouterr().err
   assert cli.main(["dpo", "--compile", "v6e:4x4", *settings(model_folder, {"fsdp": 8, "tensor": 2})]) == 2
   assert "does not map onto the slice's physical axes" in capsys.readouterr().err  # 8 is not a product of 4 x 4
   # 4 rows per micro-batch cannot split over 32 data-parallel chips
@@ -84,6 +84,7 @@ def check_memory_and_flops(result, mesh):
   assert b["optimizer_state"] == pytest.approx(2 * b["parameters"], abs=64)  # mu and nu (and step counts)
   assert b["arguments"] == pytest.approx(b["parameters"] + b["optimizer_state"] + b["batch"], rel=0.01)
   assert b["aliased"] == pytest.approx(b["parameters"] + b["optimizer_state"], rel=0.01)
+  assert b["total"] >= b["arguments"] + b["outputs"] - b["aliased"] + b["temporaries"]  # XLA's peak, at least
   flops = result["flops_per_step"]
   if not flops["xla_counts_one_layer"]:  # (scanned layers: XLA counts one)
     assert flops["model"] < flops["xla_per_chip_x_chips"] < 1.25 * flops["with_remat"]  # per step, all chips
@@ -140,6 +141,27 @@ def test_the_splash_kernel_compiles_inside_shard_map_for_a_slice(model_folder, c
   result = json.loads(text[text.index("\n{") + 1:])
   assert result["fits"]
   check_memory_and_flops(result, mesh)
+
+
+def test_the_sampler_compiles_for_one_chip_and_holds_its_kv_cache(model_folder, capsys):
+  """`sample --compile`: the prefill + decode loop for one v5e chip; its parameters are the arrays' own
+  bytes, the compiled program's peak holds at least the parameters and the KV cache computed by hand (TPU's
+  temp_size_in_bytes leaves the loop-carried cache out), and a decoding step at 16 rows is memory-bound (it
+  reads every parameter and the cache)."""
+  args = [f"model.path={model_folder}", "model.param_dtype=bfloat16", "sample.batch_size=8", "sample.num_samples=2",
+          "sample.max_new_tokens=64", "data.max_prompt_length=60"]
+  assert cli.main(["sample", "--compile", "v5e:2x2", *args]) == 0
+  text = capsys.readouterr().out
+  result = json.loads(text[text.index("\n{") + 1:])
+  b, r = result["bytes_per_chip"], result["roofline"]
+  assert result["batch"] == {"rows": 16, "prompt_tokens": 64, "new_tokens": 64}  # 60 padded to a multiple of 16
+  assert b["parameters"] == 2 * result["parameters"]  # bfloat16, whole on the chip
+  assert b["kv_cache"] == 2 * 2 * 16 * (64 + 64) * 2 * 128 * 2  # k and v, 2 layers, 16 rows, 128 slots, bf16
+  assert b["total"] >= b["parameters"] + b["kv_cache"] and result["fits"]  # XLA's peak holds the cache
+  chip = topology.CHIPS["TPU v5 lite"]
+  assert r["decode_memory_bound"] and r["decode_step_seconds"] == (b["parameters"] + b["kv_cache"]) / chip.hbm_bandwidth
+  assert r["decode_tokens_per_second"] == 16 / r["decode_step_seconds"]
+  assert "sample on one chip of v5e:2x2" in text and "memory bound" in text
 
 
 def test_sft_step_on_v5p_and_what_is_said_when_it_does_not_fit(model_folder, monkeypatch, capsys):
