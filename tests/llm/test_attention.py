@@ -11,6 +11,7 @@ import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from llm.models import attention, splash
 from llm.models.transformer import vocab_logits
@@ -88,9 +89,8 @@ def test_cpu_attention_equals_a_plain_softmax(b, t, heads, window, seed):
   np.testing.assert_allclose(dpa * sees, expected[0] * sees, rtol=1e-5, atol=1e-5)
 
 
-@hypothesis.settings(max_examples=4, deadline=None)
-@hypothesis.given(st.sampled_from([100, 200]), st.sampled_from([(4, 2), (3, 1)]), st.sampled_from([None, 9]),
-                  st.sampled_from([None, 0.5]), st.integers(0, 2 ** 31))
+@pytest.mark.parametrize("t, heads, window, softcap, seed", [(100, (4, 2), None, None, 0), (200, (3, 1), 9, None, 1),
+                                                          (150, (4, 2), None, 0.5, 2)])
 def test_splash_kernel_equals_a_plain_softmax(t, heads, window, softcap, seed):
   """The splash kernel (Pallas interpret mode: the TPU kernel's own code, run by XLA on the CPU), forward and
   backward, against the float64 softmax on the real tokens: causal, GQA, padding on either side (segment
