@@ -90,7 +90,9 @@ def generate_jitted(graphdef, state, prompt_ids, prompt_mask, key, temperature, 
   prompt_mask = jnp.repeat(prompt_mask, num_samples, axis=0)
   rows, length = prompt_ids.shape
   cache = attention.init_cache(model.config, rows, length + max_new_tokens)
-  logits, cache = model(prompt_ids, prompt_mask, cache=cache)
+  hidden, cache = model.hidden_states(prompt_ids, prompt_mask, cache=cache)
+  logits = model.logits(hidden[:, -1:])  # only the last prompt position's [rows, 1, V] (a prefill's whole
+  # [rows, P, V] in float32 would be the largest array of the program)
   stops = jnp.asarray(stop_tokens or (-1,), jnp.int32)
 
   keys = jax.random.split(key, max_new_tokens)

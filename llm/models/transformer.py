@@ -111,12 +111,13 @@ def stacked_blocks(config, rngs):
 def run_blocks(blocks, config, x, full, sliding, cache):
   """x [B, T, E] through every layer: (x, keys, values), the layers' keys and values with the new tokens
   written (their caches with `cache`; per layer, or stacked [L, ...] with config.scan_layers, where
-  without a cache they are None rather than stacked outputs nobody reads). `full` and
+  without a cache they are None). `full` and
   `sliding` are the LayerContexts of the layers with full and sliding-window attention.
 
   With config.remat (and no cache: decoding needs none) each layer is rematerialized in the backward pass,
-  keeping what config.remat_policy saves. Scanned, the layers are one lax.scan over the stacked parameters
-  (and cache buffers), each layer's context chosen by its sliding flag."""
+  keeping what config.remat_policy saves. Scanned, the layers are one lax.scan over the stacked parameters,
+  each layer's context chosen by its sliding flag; the stacked cache is the scan's carry, each layer's
+  slice written in place (as scanned outputs it would be a second copy of the whole cache)."""
   remat = config.remat and cache is None
   policy = getattr(jax.checkpoint_policies, config.remat_policy)
   if not config.scan_layers:
@@ -132,18 +133,22 @@ def run_blocks(blocks, config, x, full, sliding, cache):
   graphdef, state = nnx.split(blocks)
   slides = [config.slides(i) for i in range(config.num_layers)]
 
-  def layer(x, scanned):
-    state, slides_here, layer_cache = scanned
+  def layer(carry, scanned):
+    x, keys, values = carry
+    state, slides_here, i = scanned
     x = sharding.constrain_batch(x)
     ctx = full if not any(slides) else jax.tree.map(lambda s, f: jnp.where(slides_here, s, f), sliding, full)
-    x, keys_values = nnx.merge(graphdef, state)(x, ctx, layer_cache)
-    return x, None if cache is None else keys_values  # without a cache no layer's keys are kept
+    layer_cache = None if cache is None else (keys[i], values[i])
+    x, (k, v) = nnx.merge(graphdef, state)(x, ctx, layer_cache)
+    if cache is None:  # no layer's keys are kept
+      return (x, None, None), None
+    return (x, keys.at[i].set(k), values.at[i].set(v)), None  # the stacked cache written in place
 
   if remat:
     layer = jax.checkpoint(layer, policy=policy, prevent_cse=False)
-  layer_caches = None if cache is None else (cache.key, cache.value)
-  x, keys_values = jax.lax.scan(layer, x, (state, jnp.array(slides), layer_caches))
-  return (x, None, None) if cache is None else (x, *keys_values)
+  carry = (x, None, None) if cache is None else (x, cache.key, cache.value)
+  (x, keys, values), _ = jax.lax.scan(layer, carry, (state, jnp.array(slides), jnp.arange(config.num_layers)))
+  return x, keys, values
 
 
 def layer_path(config, path):

@@ -246,14 +246,20 @@ def knobs(b, temporaries, remat):
 def refused(error, parts, config, trainer, chip):
   """The report of a step the compiler refused for want of HBM (its RESOURCE_EXHAUSTED message names what the
   temporaries need and what the chip has; both in the compiler's G)."""
-  line = next(line for line in str(error).splitlines() if "RESOURCE_EXHAUSTED" in line)
-  sizes = [float(x) for x in re.findall(r"\(([\d.]+)G\)", line)]
+  line, need, temporaries = compiler_refusal(error)
   b = state_bytes(parts, chip)
+  return {**describe(parts, trainer), "bytes_per_chip": b, "fits": False, "compiler": line,
+          "advice": f"does not fit: {need}; try " + knobs(b, temporaries, config.model.remat)}
+
+
+def compiler_refusal(error):
+  """(the RESOURCE_EXHAUSTED line of a compile error, what it says is needed, the temporaries' bytes)."""
+  line = next(line for line in str(error).splitlines() if "RESOURCE_EXHAUSTED" in line).strip()
+  sizes = [float(x) for x in re.findall(r"\(([\d.]+)G\)", line)]
   temporaries = sizes[0] * topology.GIB if sizes else 0.0
   need = f"the compiler needs {sizes[0]:.1f} G per chip for temporaries alone, of {sizes[1]:.1f} G" if len(sizes) == 2 \
       else line.split("RESOURCE_EXHAUSTED: ")[-1]
-  return {**describe(parts, trainer), "bytes_per_chip": b, "fits": False, "compiler": line.strip(),
-          "advice": f"does not fit: {need}; try " + knobs(b, temporaries, config.model.remat)}
+  return line, need, temporaries
 
 
 def run_compile(config, trainer, topology_name):
@@ -267,7 +273,12 @@ def run_compile(config, trainer, topology_name):
   where = {"topology": topology_name, "device_kind": devices[0].device_kind}
   if trainer == "sample":
     lowered, parts = lower_sampler(config, devices[0])
-    return {**where, **sampler_report(lowered.compile(), parts, chip)}
+    try:
+      return {**where, **sampler_report(lowered.compile(), parts, chip)}
+    except jax.errors.JaxRuntimeError as e:
+      if "RESOURCE_EXHAUSTED" not in str(e):
+        raise
+      return {**where, **sampler_report(None, parts, chip, refusal=compiler_refusal(e))}
   lowered, parts = lower_train_step(config, trainer, devices)
   try:
     compiled = lowered.compile()
@@ -301,21 +312,34 @@ def lower_sampler(config, device):
                    "new_tokens": s.max_new_tokens}
 
 
-def sampler_report(compiled, parts, chip):
-  """The fit and roofline of a compiled sampler (lower_sampler) on one chip of `chip` (topology.Chip)."""
+def sampler_report(compiled, parts, chip, refusal=None):
+  """The fit and roofline of a compiled sampler (lower_sampler) on one chip of `chip` (topology.Chip); or,
+  with `refusal` (compiler_refusal of a compile that ran out of HBM), what the compiler said instead of
+  the memory analysis."""
   model, rows, prompt, new = parts["model"], parts["rows"], parts["prompt"], parts["new_tokens"]
-  memory = compiled.memory_analysis()
   params = per_device_bytes(parts["state"])
   cache = (2 * model.num_layers * rows * (prompt + new) * model.num_kv_heads * model.head_dim
            * jnp.dtype(model.compute_dtype).itemsize)
+  gib = topology.GIB
+  knobs = f"try a smaller sample.batch_size or sample.num_samples (KV cache: {cache / gib:.1f} GiB)"
+  if model.param_dtype != "bfloat16":
+    knobs += f" or model.param_dtype=bfloat16 (parameters: {params / gib:.1f} GiB)"
+  if model.scan_layers:
+    knobs += " or model.scan_layers=false (scanned layers decode with more temporaries)"
+  described = {"trainer": "sample", "chips": 1, "mesh": {}, "parameters": parameter_count(parts["state"]),
+               "batch": {"rows": rows, "prompt_tokens": prompt, "new_tokens": new}}
+  if refusal is not None:
+    line, need, _ = refusal
+    return {**described, "bytes_per_chip": {"parameters": params, "kv_cache": cache, "hbm": chip.hbm_bytes},
+            "fits": False, "compiler": line, "advice": f"does not fit: {need}; {knobs}"}
+  memory = compiled.memory_analysis()
   total = peak_bytes(memory)
   matmul = model.num_layers * layer_matmul_params(model) + model.hidden_size * model.vocab_size
   attention = 4 * model.num_layers * model.num_heads * model.head_dim  # per token and key: scores and values
   prefill = roofline(2 * matmul * rows * prompt + attention * rows * prompt * prompt / 2, params + cache, chip)
   step_flops, step_bytes = 2 * matmul * rows + attention * rows * (prompt + new), params + cache
   step = roofline(step_flops, step_bytes, chip)
-  out = {"trainer": "sample", "chips": 1, "mesh": {}, "parameters": parameter_count(parts["state"]),
-         "batch": {"rows": rows, "prompt_tokens": prompt, "new_tokens": new},
+  out = {**described,
          "bytes_per_chip": {"parameters": params, "kv_cache": cache, "arguments": memory.argument_size_in_bytes,
                             "outputs": memory.output_size_in_bytes, "temporaries": memory.temp_size_in_bytes,
                             "total": total, "hbm": chip.hbm_bytes},
@@ -324,10 +348,7 @@ def sampler_report(compiled, parts, chip):
                       "decode_tokens_per_second": rows / step,
                       "decode_memory_bound": step == step_bytes / chip.hbm_bandwidth}}
   if not out["fits"]:
-    gib = topology.GIB
-    out["advice"] = (f"does not fit: {total / gib:.1f} GiB on one chip of {chip.hbm_bytes / gib:.1f} GiB; try a "
-                     f"smaller sample.batch_size or sample.num_samples (KV cache: {cache / gib:.1f} GiB) or "
-                     f"model.param_dtype=bfloat16 (parameters: {params / gib:.1f} GiB)")
+    out["advice"] = f"does not fit: {total / gib:.1f} GiB on one chip of {chip.hbm_bytes / gib:.1f} GiB; {knobs}"
   return out
 
 
@@ -335,10 +356,14 @@ def format_report(result):
   """A short human-readable summary of run_compile's result."""
   b, gib = result["bytes_per_chip"], topology.GIB
   if result["trainer"] == "sample":
-    r, batch = result["roofline"], result["batch"]
+    batch = result["batch"]
     lines = [f"sample on one chip of {result['topology']} ({result['device_kind']}): {result['parameters'] / 1e9:.2f} "
-             f"B parameters, {batch['rows']} rows x ({batch['prompt_tokens']} + {batch['new_tokens']}) tokens",
-             f"parameters {b['parameters'] / gib:.2f} GiB, KV cache {b['kv_cache'] / gib:.2f} GiB, temporaries "
+             f"B parameters, {batch['rows']} rows x ({batch['prompt_tokens']} + {batch['new_tokens']}) tokens"]
+    if "compiler" in result:
+      return "\n".join([*lines, f"parameters {b['parameters'] / gib:.2f} GiB, KV cache {b['kv_cache'] / gib:.2f} GiB; "
+                                f"the compiler: {result['compiler']}", result["advice"]])
+    r = result["roofline"]
+    lines += [f"parameters {b['parameters'] / gib:.2f} GiB, KV cache {b['kv_cache'] / gib:.2f} GiB, temporaries "
              f"{b['temporaries'] / gib:.2f} GiB; total {b['total'] / gib:.2f} of {b['hbm'] / gib:.1f} GiB: "
              f"{'fits' if result['fits'] else 'DOES NOT FIT'}",
              f"roofline: prefill {r['prefill_seconds'] * 1e3:.1f} ms, a decoding step {r['decode_step_seconds'] * 1e3:.2f} "

@@ -162,6 +162,15 @@ def test_the_sampler_compiles_for_one_chip_and_holds_its_kv_cache(model_folder, 
   assert r["decode_memory_bound"] and r["decode_step_seconds"] == (b["parameters"] + b["kv_cache"]) / chip.hbm_bandwidth
   assert r["decode_tokens_per_second"] == 16 / r["decode_step_seconds"]
   assert "sample on one chip of v5e:2x2" in text and "memory bound" in text
+  # a sampler the compiler refuses (libtpu's message) is reported as not fitting, with the knobs
+  _, parts = aot.lower_sampler(load_config("sample", None, args), topology.compile_only_devices("v5e:2x2")[0])
+  error = RuntimeError("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries "
+                       "(45.40G) exceeds available HBM (15.75G).")
+  refused = aot.sampler_report(None, parts, chip, refusal=aot.compiler_refusal(error))
+  assert not refused["fits"] and refused["bytes_per_chip"]["kv_cache"] == b["kv_cache"]
+  assert refused["advice"] == ("does not fit: the compiler needs 45.4 G per chip for temporaries alone, of 15.8 G; "
+                               "try a smaller sample.batch_size or sample.num_samples (KV cache: 0.0 GiB)")
+  assert aot.format_report({"topology": "v5e:2x2", "device_kind": "TPU v5 lite", **refused}).endswith(refused["advice"])
 
 
 def test_sft_step_on_v5p_and_what_is_said_when_it_does_not_fit(model_folder, monkeypatch, capsys):
