@@ -7,8 +7,9 @@ are never used).
 
 On TPU it is the compiled Mosaic kernel, which lowers only with jax_enable_x64 off (jax's default; Mosaic
 rejects the kernel's index arithmetic in int64); on CPU the same kernel in Pallas interpret mode (exact
-and slow: for tests). Mosaic kernels cannot be partitioned by XLA, so under a mesh (`jax.set_mesh`, as the trainers
-and llm.training.aot trace their step) the kernel runs inside `shard_map`: batch rows split over the
+and slow: for tests). Mosaic kernels cannot be partitioned by XLA, so under an abstract mesh in context
+(`jax.sharding.use_abstract_mesh`: llm.parallel.sharding.traced_on, as the trainers, their scoring and
+llm.training.aot trace their functions) the kernel runs inside `shard_map`: batch rows split over the
 "batch" rule's axes and heads over the "q_heads" rule's axis where they divide, as llm.parallel.sharding
 places the activations.
 

@@ -111,13 +111,14 @@ def stacked_blocks(config, rngs):
 def run_blocks(blocks, config, x, full, sliding, cache):
   """x [B, T, E] through every layer: (x, keys, values), the layers' keys and values with the new tokens
   written (their caches with `cache`; per layer, or stacked [L, ...] with config.scan_layers, where
-  without a cache they are None). `full` and
-  `sliding` are the LayerContexts of the layers with full and sliding-window attention.
+  without a cache they are None). `full` and `sliding` are the LayerContexts of the layers with full and
+  sliding-window attention.
 
   With config.remat (and no cache: decoding needs none) each layer is rematerialized in the backward pass,
   keeping what config.remat_policy saves. Scanned, the layers are one lax.scan over the stacked parameters,
-  each layer's context chosen by its sliding flag; the stacked cache is the scan's carry, each layer's
-  slice written in place (as scanned outputs it would be a second copy of the whole cache)."""
+  each layer's activations held split over the batch axes and its context chosen by its sliding flag; the
+  stacked cache is the scan's carry, each layer's slice written in place (decoding this way still holds
+  more memory than unrolled layers: benchmarks/RESULTS.md)."""
   remat = config.remat and cache is None
   policy = getattr(jax.checkpoint_policies, config.remat_policy)
   if not config.scan_layers:
