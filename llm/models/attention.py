@@ -155,11 +155,10 @@ def layer_context(attention_mask, positions, cache, window=None):
 
 
 def update_cache(cache, keys, values, attention_mask, positions):
-  """The cache after T new tokens: keys / values, L buffers [B, S, K, H] (a list, or stacked) each already
+  """The cache after T new tokens: keys / values, L buffers [B, S, K, H] (a tuple, or stacked) each already
   holding the new tokens at cache.index (from cached_keys_values), and the new tokens' mask and positions
   [B, T]."""
   at = cache.index
-  keys, values = (x if isinstance(x, jax.Array) else tuple(x) for x in (keys, values))
   return KVCache(keys, values, jax.lax.dynamic_update_slice(cache.valid, attention_mask, _at(0, at)),
                  jax.lax.dynamic_update_slice(cache.positions, positions, _at(0, at)), at + attention_mask.shape[1])
 

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from llm.models.layers import Linear, annotated
-from llm.models.transformer import layer_path
+from llm.models.transformer import layer_path, stacked
 
 ALL_LINEAR = "all-linear"  # PEFT's target for every linear layer but the output head
 
@@ -76,8 +76,7 @@ def add_adapters(model, rank, alpha, targets=(), *, rslora=False, seed=0):
       continue  # a scanned model's layers share one stacked Linear: one stacked adapter for all
     build = functools.partial(new_adapter, module, rank)
     if layer is not None:  # stacked [L, ...] like the kernel, each layer's A drawn from its own key
-      build = nnx.split_rngs(splits=model.config.num_layers)(
-          nnx.vmap(build, in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"}))
+      build = stacked(build, model.config.num_layers)
     module.adapter = build(rngs)
     module.adapter_scale = scale
   return model

@@ -43,7 +43,7 @@ def splash_attention(q, k, v, valid, scale, *, window=None, softcap=None):
                                                  default=functools.partial(local, interpret=False))
   mesh = jax.sharding.get_abstract_mesh()
   if not mesh.empty and mesh.size > 1:
-    run = shard_over(run, mesh, q.shape[0], k.shape[2])
+    run = shard_over(run, mesh, k.shape)
   return run(q, k, v, segments)[:, :t]
 
 
@@ -72,14 +72,10 @@ def block_sizes(length):
                            block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block, block_kv_dq=block)
 
 
-def shard_over(run, mesh, batch, kv_heads):
-  """`run` inside shard_map over `mesh`: rows over the batch axes that divide `batch`, heads over the
-  q_heads axis when it divides the key/value heads (else every device computes all heads of its rows)."""
-  rules = dict(sharding.DEFAULT_RULES)
-  rows = tuple(a for a in rules["batch"] if a in mesh.shape and mesh.shape[a] > 1)
-  rows = rows if rows and batch % int(np.prod([mesh.shape[a] for a in rows])) == 0 else None
-  heads = rules["q_heads"] if mesh.shape.get(rules["q_heads"], 1) > 1 else None
-  heads = heads if heads and kv_heads % mesh.shape[heads] == 0 else None
-  spec = PartitionSpec(rows, None, heads, None)
-  return jax.shard_map(run, mesh=mesh, in_specs=(spec, spec, spec, PartitionSpec(rows, None)), out_specs=spec,
+def shard_over(run, mesh, kv_shape):
+  """`run` inside shard_map over `mesh`: rows and key/value heads (keys of `kv_shape` [B, T, K, H]) split as
+  llm.parallel.sharding's rules place them where the mesh axes divide them (else whole on every device);
+  query heads follow their key/value heads."""
+  spec = sharding.logical_to_spec(("batch", None, "kv_heads", None), kv_shape, mesh)
+  return jax.shard_map(run, mesh=mesh, in_specs=(spec, spec, spec, PartitionSpec(*spec[:2])), out_specs=spec,
                        check_vma=False)

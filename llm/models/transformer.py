@@ -36,7 +36,7 @@ class Transformer(nnx.Module):
                            param_dtype=config.weight_dtype, embedding_init=embed_init, rngs=rngs)
     self.position_embed = family.position_embedding(config, rngs=rngs)  # None where the blocks use RoPE
     if config.scan_layers:
-      self.blocks = stacked_blocks(config, rngs)
+      self.blocks = stacked(lambda rngs: family.Block(config, rngs=rngs), config.num_layers)(rngs)
     else:
       self.blocks = nnx.List([family.Block(config, rngs=rngs) for _ in range(config.num_layers)])
     self.final_norm = family.final_norm(config, rngs=rngs)
@@ -97,20 +97,17 @@ class Transformer(nnx.Module):
     return result if cache is None else (result, new_cache)
 
 
-def stacked_blocks(config, rngs):
-  """One family Block whose parameters are stacked [L, ...] over the config.num_layers layers, the leading
-  axis named "layers" in their logical axis names (each layer drawn from its own split of `rngs`)."""
-  @nnx.split_rngs(splits=config.num_layers)
-  @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
-  def build(rngs):
-    return config.family.Block(config, rngs=rngs)
-
-  return build(rngs)
+def stacked(build, layers):
+  """`build(rngs) -> module` made once per layer and stacked: rngs -> one module whose every variable has a
+  leading [layers] axis, named "layers" in its logical axis names (each layer drawn from its own split of
+  the rngs). The scanned layers' blocks and their LoRA adapters are built so."""
+  return nnx.split_rngs(splits=layers)(
+      nnx.vmap(build, in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"}))
 
 
 def run_blocks(blocks, config, x, full, sliding, cache):
   """x [B, T, E] through every layer: (x, keys, values), the layers' keys and values with the new tokens
-  written (their caches with `cache`; per layer, or stacked [L, ...] with config.scan_layers, where
+  written (their caches with `cache`; a tuple of L buffers, or stacked [L, ...] with config.scan_layers, where
   without a cache they are None). `full` and `sliding` are the LayerContexts of the layers with full and
   sliding-window attention.
 
@@ -130,7 +127,7 @@ def run_blocks(blocks, config, x, full, sliding, cache):
       x, (k, v) = call(block, x, sliding if config.slides(i) else full, layer_cache)
       keys.append(k)
       values.append(v)
-    return x, keys, values
+    return x, tuple(keys), tuple(values)
   graphdef, state = nnx.split(blocks)
   slides = [config.slides(i) for i in range(config.num_layers)]
 

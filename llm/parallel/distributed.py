@@ -12,6 +12,8 @@ import os
 import jax
 import numpy as np
 
+from llm.parallel.sharding import traced_on
+
 
 def initialize(coordinator_address=None, num_processes=None, process_id=None):
   """Joins the multi-process run (a no-op for a single process). Returns (process_index, process_count).
@@ -75,11 +77,7 @@ def map_batches(fn, arrays, batch_size, sharding=None):
     index = np.minimum(np.arange(start, start + batch_size), num - 1)
     batch = {k: np.asarray(v)[index][rows] for k, v in arrays.items()}
     batch = global_batch(batch, sharding) if sharding is not None else batch
-    if sharding is None:
-      out = fn(batch)
-    else:
-      with jax.sharding.use_abstract_mesh(sharding.mesh.abstract_mesh):  # for llm.models.splash's shard_map
-        out = fn(batch)
+    out = (fn if sharding is None else traced_on(sharding.mesh, fn))(batch)
     if sharding is not None and jax.process_count() > 1:
       out = multihost_utils.process_allgather(out, tiled=True)
     outputs.append(jax.tree.map(np.asarray, jax.device_get(out)))

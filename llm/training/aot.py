@@ -154,10 +154,11 @@ def lower_train_step(config, trainer, devices):
           mesh, microbatched=True))
   hparams = train_step.hyperparameters(config.train.learning_rate, weight_decay=config.train.weight_decay,
                                        max_grad_norm=config.train.max_grad_norm)
-  # the mesh llm.models.splash shard_maps its kernel over; 32-bit defaults, as a training run has them
-  # (Mosaic kernels do not lower under jax_enable_x64, which the test suite turns on)
-  with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), jax.enable_x64(False):
-    lowered = step.lower(graphdef, loss_function(trainer, config), params, frozen, opt_state, batch, hparams)
+  # traced on the mesh as loop.train traces it; 32-bit defaults, as a training run has them (Mosaic
+  # kernels do not lower under jax_enable_x64, which the test suite turns on)
+  with jax.enable_x64(False):
+    lowered = sharding.traced_on(mesh, step.lower)(graphdef, loss_function(trainer, config), params, frozen,
+                                                   opt_state, batch, hparams)
   return lowered, {"model": model, "mesh": mesh, "params": params, "frozen": frozen, "opt_state": opt_state,
                    "batch": batch}
 
@@ -273,20 +274,19 @@ def run_compile(config, trainer, topology_name):
   where = {"topology": topology_name, "device_kind": devices[0].device_kind}
   if trainer == "sample":
     lowered, parts = lower_sampler(config, devices[0])
-    try:
-      return {**where, **sampler_report(lowered.compile(), parts, chip)}
-    except jax.errors.JaxRuntimeError as e:
-      if "RESOURCE_EXHAUSTED" not in str(e):
-        raise
-      return {**where, **sampler_report(None, parts, chip, refusal=compiler_refusal(e))}
-  lowered, parts = lower_train_step(config, trainer, devices)
+    fitted = lambda compiled: sampler_report(compiled, parts, chip)
+    not_fitted = lambda error: sampler_report(None, parts, chip, refusal=compiler_refusal(error))
+  else:
+    lowered, parts = lower_train_step(config, trainer, devices)
+    fitted = lambda compiled: report(compiled, parts, config, trainer, chip)
+    not_fitted = lambda error: refused(error, parts, config, trainer, chip)
   try:
     compiled = lowered.compile()
   except jax.errors.JaxRuntimeError as e:
     if "RESOURCE_EXHAUSTED" not in str(e):
       raise
-    return {**where, **refused(e, parts, config, trainer, chip)}
-  return {**where, **report(compiled, parts, config, trainer, chip)}
+    return {**where, **not_fitted(e)}
+  return {**where, **fitted(compiled)}
 
 
 def lower_sampler(config, device):
@@ -352,24 +352,30 @@ def sampler_report(compiled, parts, chip, refusal=None):
   return out
 
 
+def format_sampler_report(result):
+  """format_report of a sampler's result (sampler_report)."""
+  b, gib = result["bytes_per_chip"], topology.GIB
+  batch = result["batch"]
+  lines = [f"sample on one chip of {result['topology']} ({result['device_kind']}): {result['parameters'] / 1e9:.2f} "
+           f"B parameters, {batch['rows']} rows x ({batch['prompt_tokens']} + {batch['new_tokens']}) tokens"]
+  if "compiler" in result:
+    return "\n".join([*lines, f"parameters {b['parameters'] / gib:.2f} GiB, KV cache {b['kv_cache'] / gib:.2f} GiB; "
+                              f"the compiler: {result['compiler']}", result["advice"]])
+  r = result["roofline"]
+  lines += [f"parameters {b['parameters'] / gib:.2f} GiB, KV cache {b['kv_cache'] / gib:.2f} GiB, temporaries "
+           f"{b['temporaries'] / gib:.2f} GiB; total {b['total'] / gib:.2f} of {b['hbm'] / gib:.1f} GiB: "
+           f"{'fits' if result['fits'] else 'DOES NOT FIT'}",
+           f"roofline: prefill {r['prefill_seconds'] * 1e3:.1f} ms, a decoding step {r['decode_step_seconds'] * 1e3:.2f} "
+           f"ms ({'memory' if r['decode_memory_bound'] else 'compute'} bound), at most "
+           f"{r['decode_tokens_per_second']:.0f} tokens/s"]
+  return "\n".join(lines + ([result["advice"]] if "advice" in result else []))
+
+
 def format_report(result):
   """A short human-readable summary of run_compile's result."""
-  b, gib = result["bytes_per_chip"], topology.GIB
   if result["trainer"] == "sample":
-    batch = result["batch"]
-    lines = [f"sample on one chip of {result['topology']} ({result['device_kind']}): {result['parameters'] / 1e9:.2f} "
-             f"B parameters, {batch['rows']} rows x ({batch['prompt_tokens']} + {batch['new_tokens']}) tokens"]
-    if "compiler" in result:
-      return "\n".join([*lines, f"parameters {b['parameters'] / gib:.2f} GiB, KV cache {b['kv_cache'] / gib:.2f} GiB; "
-                                f"the compiler: {result['compiler']}", result["advice"]])
-    r = result["roofline"]
-    lines += [f"parameters {b['parameters'] / gib:.2f} GiB, KV cache {b['kv_cache'] / gib:.2f} GiB, temporaries "
-             f"{b['temporaries'] / gib:.2f} GiB; total {b['total'] / gib:.2f} of {b['hbm'] / gib:.1f} GiB: "
-             f"{'fits' if result['fits'] else 'DOES NOT FIT'}",
-             f"roofline: prefill {r['prefill_seconds'] * 1e3:.1f} ms, a decoding step {r['decode_step_seconds'] * 1e3:.2f} "
-             f"ms ({'memory' if r['decode_memory_bound'] else 'compute'} bound), at most "
-             f"{r['decode_tokens_per_second']:.0f} tokens/s"]
-    return "\n".join(lines + ([result["advice"]] if "advice" in result else []))
+    return format_sampler_report(result)
+  b, gib = result["bytes_per_chip"], topology.GIB
   lines = [f"{result['trainer']} step on {result['topology']} ({result['chips']} x {result['device_kind']}, mesh "
            f"{result['mesh']}): {result['parameters'] / 1e9:.2f} B parameters"]
   state = f"per chip: parameters {b['parameters'] / gib:.2f} GiB, optimizer state {b['optimizer_state'] / gib:.2f} GiB"
